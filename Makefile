@@ -1,0 +1,42 @@
+# claude-route — the two commands that matter: `make run` and `make test`.
+CARGO  ?= cargo
+BIN    := target/release/claude-route
+ARGS   ?=
+
+.PHONY: build run test lint bench keygen pool recover sync status keys
+
+build:
+	$(CARGO) build --release
+
+run: build
+	$(BIN) serve $(ARGS)
+
+test:
+	$(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench: build
+	$(CARGO) run --release --example bench -- $(ARGS)
+
+keygen: build
+	@test -n "$(TIER)" || { echo "usage: make keygen TIER=trial|medium|high|supreme [ACCOUNT=name] [DAYS=n] [NOTE=text]"; exit 2; }
+	@$(BIN) keygen $(TIER) $(if $(ACCOUNT),--account $(ACCOUNT)) $(if $(DAYS),--days $(DAYS)) $(if $(NOTE),--note "$(NOTE)")
+
+keys: build
+	@$(BIN) keys list
+
+pool: build
+	@$(BIN) pool
+
+recover: build
+	@test -n "$(ACCOUNT)" || { echo "usage: make recover ACCOUNT=name"; exit 2; }
+	@$(BIN) recover $(ACCOUNT)
+
+sync: build
+	@$(BIN) sync
+
+status: build
+	@$(BIN) status

@@ -1,0 +1,47 @@
+//! Messages the KeyRegistry answers.
+
+use crate::actors::pool::PoolError;
+use crate::domain::ApiKey;
+use crate::store::KeyRecord;
+use actix::Message;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("unknown tier `{0}`")]
+    UnknownTier(String),
+    #[error("{0}")]
+    Pool(#[from] PoolError),
+    #[error("no key with id `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store unavailable: {0}")]
+    Store(String),
+}
+
+pub struct CreatedKey {
+    pub key: ApiKey,
+    pub record: Arc<KeyRecord>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<CreatedKey, KeyError>")]
+pub struct CreateKey {
+    pub tier: String,
+    pub account: Option<String>,
+    /// None: the tier's default lifetime; Some(0): never expires.
+    pub days: Option<u32>,
+    pub note: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Arc<KeyRecord>, KeyError>")]
+pub struct RevokeKey {
+    pub id: String,
+}
+
+/// Marks keys past their expiry as expired and frees their slots.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SweepExpired;

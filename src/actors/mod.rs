@@ -1,0 +1,5 @@
+//! The actors and the supervisor that starts them.
+
+pub mod keys;
+pub mod pool;
+pub mod supervisor;

@@ -1,0 +1,31 @@
+//! Why a pool refused a request.
+
+use crate::domain::{Millis, ModelFamily};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("No {tier} accounts available in pool")]
+    NoAccounts { tier: String },
+    #[error("All {tier} accounts are at capacity")]
+    AtCapacity { tier: String },
+    #[error("{message}")]
+    FamilyNotAllowed { message: String },
+    #[error("Rate limit exceeded for {}", family.display())]
+    RateLimited {
+        family: ModelFamily,
+        limit: u32,
+        resets_at: Millis,
+    },
+    #[error("OAuth token has expired")]
+    TokenExpired { retry_at: Option<Millis> },
+    #[error("The account `{account}` this key is fixed to is unavailable")]
+    FixedAccountUnavailable { account: String },
+    #[error("No account named `{account}` in the {tier} tier")]
+    UnknownAccount { tier: String, account: String },
+    #[error("Account `{account}` has no free slot ({slots} keys already)")]
+    AccountFull { account: String, slots: u32 },
+    #[error("store unavailable: {0}")]
+    Store(String),
+    #[error("pool unavailable")]
+    Unavailable,
+}

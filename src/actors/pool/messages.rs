@@ -1,0 +1,79 @@
+//! Messages a PoolActor answers.
+
+use super::{Admission, Outcome, PoolError, PoolView};
+use crate::domain::{Credential, Millis, ModelFamily};
+use crate::store::{KeyRecord, Usage};
+use actix::Message;
+use std::sync::Arc;
+
+/// Bind the key if needed and count the request. `family: None` is an uncounted call
+/// (count_tokens, models) that only needs the key's account.
+#[derive(Message)]
+#[rtype(result = "Result<Admission, PoolError>")]
+pub struct Admit {
+    pub key: Arc<KeyRecord>,
+    pub family: Option<ModelFamily>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Settle {
+    pub key_id: String,
+    pub account: Arc<str>,
+    pub family: ModelFamily,
+    pub window_started: Option<Millis>,
+    pub outcome: Outcome,
+}
+
+/// The key expired or was revoked: free its slot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    pub key_id: String,
+}
+
+/// Reserve a slot for a new fixed key; durable before the answer.
+#[derive(Message)]
+#[rtype(result = "Result<(), PoolError>")]
+pub struct BindFixed {
+    pub key_id: String,
+    pub account: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct BlacklistAccount {
+    pub account: String,
+    pub reason: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct RecoverAccount {
+    pub account: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MarkLimited {
+    pub account: String,
+    pub until: Millis,
+}
+
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct UpdateCredential {
+    pub account: String,
+    pub credential: Credential,
+}
+
+#[derive(Message)]
+#[rtype(result = "PoolView")]
+pub struct ViewPool;
+
+/// Binding and usage of some keys, for the key listings.
+#[derive(Message)]
+#[rtype(result = "Vec<(Option<String>, Usage)>")]
+pub struct KeyDetails {
+    pub key_ids: Vec<String>,
+}

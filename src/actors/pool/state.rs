@@ -1,0 +1,395 @@
+//! One tier's pool as plain data: accounts, slots, bindings, windows, usage.
+//! Every method is synchronous and returns the store changes it implies, so the actor that
+//! owns it stays exact (one message at a time) and the rules stay unit-testable.
+
+use super::PoolError;
+use crate::domain::window::WindowGrant;
+use crate::domain::{Credential, Millis, ModelFamily, Tier, Window};
+use crate::store::records::BlacklistEntry;
+use crate::store::{KeyRecord, Usage, WriteOp};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct AccountSlot {
+    pub credential: Arc<Credential>,
+    /// Live keys bound here: the slot count.
+    pub keys: BTreeSet<String>,
+    pub blacklist: Option<BlacklistEntry>,
+    pub limited_until: Option<Millis>,
+    pub usage: Usage,
+}
+
+impl AccountSlot {
+    pub fn new(credential: Credential) -> AccountSlot {
+        AccountSlot {
+            credential: Arc::new(credential),
+            keys: BTreeSet::new(),
+            blacklist: None,
+            limited_until: None,
+            usage: Usage::default(),
+        }
+    }
+}
+
+/// What an admitted request may use.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub account: Arc<str>,
+    pub credential: Arc<Credential>,
+    /// None for uncounted calls.
+    pub family: Option<ModelFamily>,
+    pub grant: Option<WindowGrant>,
+    /// Set when this request bound the key; `slots` is the account's count after it.
+    pub newly_bound: bool,
+    pub slots_used: u32,
+    pub slots: u32,
+}
+
+/// Store changes: `durable` must be on disk before the caller is answered.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub durable: Vec<WriteOp>,
+    pub lazy: Vec<WriteOp>,
+}
+
+/// How a request ended, for its window and the usage totals.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    Served(Usage),
+    /// Never got a usable answer from Claude: the request is given back.
+    Refund,
+}
+
+pub struct PoolState {
+    pub tier: Tier,
+    pub accounts: BTreeMap<String, AccountSlot>,
+    bindings: HashMap<String, String>,
+    windows: HashMap<(String, ModelFamily), Window>,
+    key_usage: HashMap<String, Usage>,
+}
+
+impl PoolState {
+    pub fn new(tier: Tier) -> PoolState {
+        PoolState {
+            tier,
+            accounts: BTreeMap::new(),
+            bindings: HashMap::new(),
+            windows: HashMap::new(),
+            key_usage: HashMap::new(),
+        }
+    }
+
+    pub fn add_account(&mut self, name: &str, slot: AccountSlot) {
+        self.accounts.insert(name.to_string(), slot);
+    }
+
+    /// Restores a stored binding of a live key; returns false when its account is gone.
+    pub fn restore_binding(&mut self, key_id: &str, account: &str) -> bool {
+        match self.accounts.get_mut(account) {
+            Some(slot) => {
+                slot.keys.insert(key_id.to_string());
+                self.bindings
+                    .insert(key_id.to_string(), account.to_string());
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn restore_window(&mut self, key_id: &str, family: ModelFamily, window: Window) {
+        self.windows.insert((key_id.to_string(), family), window);
+    }
+
+    pub fn restore_key_usage(&mut self, key_id: &str, usage: Usage) {
+        self.key_usage.insert(key_id.to_string(), usage);
+    }
+
+    pub fn bound_account(&self, key_id: &str) -> Option<&str> {
+        self.bindings.get(key_id).map(String::as_str)
+    }
+
+    pub fn key_usage(&self, key_id: &str) -> Usage {
+        self.key_usage.get(key_id).copied().unwrap_or_default()
+    }
+
+    fn usable(slot: &AccountSlot) -> bool {
+        slot.blacklist.is_none()
+    }
+
+    /// Least-loaded usable account with a free slot; ties go to the smaller name.
+    fn pick_account(&self) -> Result<String, PoolError> {
+        let usable: Vec<(&String, &AccountSlot)> = self
+            .accounts
+            .iter()
+            .filter(|(_, s)| Self::usable(s))
+            .collect();
+        if usable.is_empty() {
+            return Err(PoolError::NoAccounts {
+                tier: self.tier.display_name(),
+            });
+        }
+        usable
+            .into_iter()
+            .filter(|(_, s)| (s.keys.len() as u64) < u64::from(self.tier.slots))
+            .min_by_key(|(name, s)| (s.keys.len(), (*name).clone()))
+            .map(|(name, _)| name.clone())
+            .ok_or_else(|| PoolError::AtCapacity {
+                tier: self.tier.display_name(),
+            })
+    }
+
+    fn bind(&mut self, key_id: &str, account: &str, changes: &mut Changes) {
+        if let Some(old) = self
+            .bindings
+            .insert(key_id.to_string(), account.to_string())
+        {
+            if let Some(slot) = self.accounts.get_mut(&old) {
+                slot.keys.remove(key_id);
+            }
+        }
+        if let Some(slot) = self.accounts.get_mut(account) {
+            slot.keys.insert(key_id.to_string());
+        }
+        changes.durable.push(WriteOp::Bind {
+            key_id: key_id.to_string(),
+            tier: self.tier.name.clone(),
+            account: account.to_string(),
+        });
+    }
+
+    /// The account a key's request goes to, binding (or re-binding) it when needed.
+    fn resolve_account(
+        &mut self,
+        key: &KeyRecord,
+        changes: &mut Changes,
+    ) -> Result<(String, bool), PoolError> {
+        if let Some(fixed) = &key.fixed_account {
+            let usable = self.accounts.get(fixed).is_some_and(Self::usable);
+            if !usable {
+                return Err(PoolError::FixedAccountUnavailable {
+                    account: fixed.clone(),
+                });
+            }
+            let newly = self.bindings.get(&key.id) != Some(fixed);
+            if newly {
+                self.bind(&key.id, fixed, changes);
+            }
+            return Ok((fixed.clone(), newly));
+        }
+        if let Some(current) = self.bindings.get(&key.id) {
+            if self.accounts.get(current).is_some_and(Self::usable) {
+                return Ok((current.clone(), false));
+            }
+        }
+        let account = self.pick_account()?;
+        self.bind(&key.id, &account, changes);
+        Ok((account, true))
+    }
+
+    /// Binds if needed, then counts the request in its window. The changes are returned
+    /// even when admission fails: a binding made on the way stands.
+    pub fn admit(
+        &mut self,
+        key: &KeyRecord,
+        family: Option<ModelFamily>,
+        now: Millis,
+    ) -> (Result<Admission, PoolError>, Changes) {
+        let mut changes = Changes::default();
+        let result = self.admit_into(key, family, now, &mut changes);
+        (result, changes)
+    }
+
+    fn admit_into(
+        &mut self,
+        key: &KeyRecord,
+        family: Option<ModelFamily>,
+        now: Millis,
+        changes: &mut Changes,
+    ) -> Result<Admission, PoolError> {
+        if family.is_some_and(|f| !self.tier.allows(f)) {
+            return Err(PoolError::FamilyNotAllowed {
+                message: self.tier.family_refusal(),
+            });
+        }
+        let (account, newly_bound) = self.resolve_account(key, changes)?;
+        let slot = self.accounts.get(&account).ok_or(PoolError::Unavailable)?;
+        let credential = slot.credential.clone();
+        let slots_used = u32::try_from(slot.keys.len()).unwrap_or(u32::MAX);
+        if credential.is_expired(now) {
+            return Err(PoolError::TokenExpired { retry_at: None });
+        }
+        let grant = match family.and_then(|f| self.tier.limit(f).map(|l| (f, l))) {
+            None => None,
+            Some((f, limit)) => Some(self.count_in_window(&key.id, f, limit, now, changes)?),
+        };
+        Ok(Admission {
+            account: Arc::from(account.as_str()),
+            credential,
+            family,
+            grant,
+            newly_bound,
+            slots_used,
+            slots: self.tier.slots,
+        })
+    }
+
+    fn window_ms(&self) -> Millis {
+        i64::try_from(self.tier.window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn count_in_window(
+        &mut self,
+        key_id: &str,
+        family: ModelFamily,
+        limit: u32,
+        now: Millis,
+        changes: &mut Changes,
+    ) -> Result<WindowGrant, PoolError> {
+        let window_key = (key_id.to_string(), family);
+        let current = self.windows.get(&window_key).copied();
+        match Window::admit(current, now, self.window_ms(), limit) {
+            Ok((next, grant)) => {
+                self.windows.insert(window_key, next);
+                changes.lazy.push(WriteOp::SetWindow {
+                    key_id: key_id.to_string(),
+                    family,
+                    window: next,
+                });
+                Ok(grant)
+            }
+            Err(full) => Err(PoolError::RateLimited {
+                family,
+                limit: full.limit,
+                resets_at: full.resets_at,
+            }),
+        }
+    }
+
+    /// Ends a request: usage added when served, the window given back when refunded.
+    pub fn settle(
+        &mut self,
+        key_id: &str,
+        account: &str,
+        family: ModelFamily,
+        window_started: Option<Millis>,
+        outcome: Outcome,
+    ) -> Vec<WriteOp> {
+        let mut ops = Vec::new();
+        match outcome {
+            Outcome::Served(usage) => {
+                let usage = Usage {
+                    requests: 1,
+                    ..usage
+                };
+                self.key_usage
+                    .entry(key_id.to_string())
+                    .or_default()
+                    .add(&usage);
+                ops.push(WriteOp::AddKeyUsage {
+                    key_id: key_id.to_string(),
+                    usage,
+                });
+                if let Some(slot) = self.accounts.get_mut(account) {
+                    slot.usage.add(&usage);
+                    ops.push(WriteOp::AddAccountUsage {
+                        tier: self.tier.name.clone(),
+                        account: account.to_string(),
+                        usage,
+                    });
+                }
+            }
+            Outcome::Refund => {
+                let Some(started) = window_started else {
+                    return ops;
+                };
+                let window_key = (key_id.to_string(), family);
+                if let Some(next) = Window::refund(self.windows.get(&window_key).copied(), started)
+                {
+                    self.windows.insert(window_key, next);
+                    ops.push(WriteOp::SetWindow {
+                        key_id: key_id.to_string(),
+                        family,
+                        window: next,
+                    });
+                }
+            }
+        }
+        ops
+    }
+
+    /// A key that expired or was revoked gives its slot back.
+    pub fn release(&mut self, key_id: &str) -> Vec<WriteOp> {
+        let Some(account) = self.bindings.remove(key_id) else {
+            return Vec::new();
+        };
+        if let Some(slot) = self.accounts.get_mut(&account) {
+            slot.keys.remove(key_id);
+        }
+        vec![WriteOp::Unbind {
+            key_id: key_id.to_string(),
+        }]
+    }
+
+    /// Reserves a slot on `account` for a new fixed key.
+    pub fn bind_fixed(&mut self, key_id: &str, account: &str) -> Result<Changes, PoolError> {
+        let slot = self
+            .accounts
+            .get(account)
+            .ok_or_else(|| PoolError::UnknownAccount {
+                tier: self.tier.name.clone(),
+                account: account.to_string(),
+            })?;
+        if slot.keys.len() as u64 >= u64::from(self.tier.slots) {
+            return Err(PoolError::AccountFull {
+                account: account.to_string(),
+                slots: self.tier.slots,
+            });
+        }
+        let mut changes = Changes::default();
+        self.bind(key_id, account, &mut changes);
+        Ok(changes)
+    }
+
+    pub fn blacklist(&mut self, account: &str, reason: &str, now: Millis) -> Option<WriteOp> {
+        let slot = self.accounts.get_mut(account)?;
+        let entry = BlacklistEntry {
+            reason: reason.to_string(),
+            since: now,
+        };
+        slot.blacklist = Some(entry.clone());
+        Some(WriteOp::Blacklist {
+            tier: self.tier.name.clone(),
+            account: account.to_string(),
+            entry,
+        })
+    }
+
+    /// Lifts a blacklist; None when the account is unknown.
+    pub fn recover(&mut self, account: &str) -> Option<WriteOp> {
+        let slot = self.accounts.get_mut(account)?;
+        slot.blacklist = None;
+        slot.limited_until = None;
+        Some(WriteOp::Unblacklist {
+            tier: self.tier.name.clone(),
+            account: account.to_string(),
+        })
+    }
+
+    pub fn mark_limited(&mut self, account: &str, until: Millis) {
+        if let Some(slot) = self.accounts.get_mut(account) {
+            slot.limited_until = Some(until);
+        }
+    }
+
+    /// Takes a credential when it is newer than the one held.
+    pub fn update_credential(&mut self, account: &str, credential: Credential) -> bool {
+        match self.accounts.get_mut(account) {
+            Some(slot) if credential.is_newer_than(&slot.credential) => {
+                slot.credential = Arc::new(credential);
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Starts the system in order: store, accounts, pools, key registry. Everything a request
+//! needs ends up in `Services`, shared by all HTTP workers.
+
+use super::keys::{KeyCache, KeyRegistry};
+use super::pool::{AccountSlot, PoolActor, PoolState};
+use crate::account_files;
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::domain::Tier;
+use crate::store::{KeyStatus, SqliteStore, StoreError, StoreWriter, StoredState, WriteOp};
+use actix::{Actor, Addr, Arbiter};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Services {
+    pub config: Arc<Config>,
+    pub tiers: Arc<HashMap<String, Tier>>,
+    pub pools: Arc<HashMap<String, Addr<PoolActor>>>,
+    pub keys: KeyCache,
+    pub registry: Addr<KeyRegistry>,
+    pub writer: StoreWriter,
+    pub admin_token: String,
+    pub started: Instant,
+    pub accounts_loaded: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Builds every tier's pool from the account files and what the store remembers.
+fn build_pools(
+    config: &Config,
+    stored: &StoredState,
+    writer: &StoreWriter,
+) -> (HashMap<String, PoolState>, usize) {
+    let mut pools: HashMap<String, PoolState> = config
+        .tiers
+        .iter()
+        .map(|(name, t)| (name.clone(), PoolState::new(Tier::from_config(name, t))))
+        .collect();
+    let scan = account_files::scan(&config.accounts.dir, config.tiers.keys().cloned());
+    let loaded = scan.accounts.len();
+    for entry in scan.accounts {
+        let Some(pool) = pools.get_mut(&entry.tier) else {
+            continue;
+        };
+        let place = (entry.tier.clone(), entry.name.clone());
+        // The newer of file and store wins; the store remembers rotations a file may lack.
+        let credential = match stored.credentials.get(&place) {
+            Some(kept) if kept.is_newer_than(&entry.file.credential) => kept.clone(),
+            _ => entry.file.credential.clone(),
+        };
+        let mut slot = AccountSlot::new(credential);
+        slot.blacklist = stored.blacklist.get(&place).cloned();
+        slot.usage = stored
+            .account_usage
+            .get(&place)
+            .copied()
+            .unwrap_or_default();
+        pool.add_account(&entry.name, slot);
+        log::info!("loaded account: {} ({})", entry.name, entry.tier);
+    }
+    let now = now_ms();
+    let tier_of: HashMap<&str, &str> = stored
+        .keys
+        .iter()
+        .map(|k| (k.id.as_str(), k.tier.as_str()))
+        .collect();
+    let live: HashMap<&str, &str> = stored
+        .keys
+        .iter()
+        .filter(|k| k.status_at(now) == KeyStatus::Active)
+        .map(|k| (k.id.as_str(), k.tier.as_str()))
+        .collect();
+    for (key_id, tier) in &live {
+        if let (Some(pool), Some(usage)) = (pools.get_mut(*tier), stored.key_usage.get(*key_id)) {
+            pool.restore_key_usage(key_id, *usage);
+        }
+    }
+    for (key_id, (tier, account)) in &stored.bindings {
+        let is_live = live.get(key_id.as_str()) == Some(&tier.as_str());
+        let restored = is_live
+            && pools
+                .get_mut(tier)
+                .is_some_and(|p| p.restore_binding(key_id, account));
+        if !restored {
+            // A dead key or a vanished account: the slot is free, the key re-binds if it can.
+            writer.write(WriteOp::Unbind {
+                key_id: key_id.clone(),
+            });
+        }
+    }
+    for ((key_id, family), window) in &stored.windows {
+        let Some(tier) = tier_of.get(key_id.as_str()) else {
+            continue;
+        };
+        if let Some(pool) = pools.get_mut(*tier) {
+            pool.restore_window(key_id, *family, *window);
+        }
+    }
+    (pools, loaded)
+}
+
+/// Starts everything; must run inside the actix system.
+pub fn start(config: Config, admin_token: String) -> Result<Services, StartError> {
+    let path = config.sqlite_path().ok_or_else(|| {
+        StartError::Other("this build serves the embedded store (sqlite:<path>) only".into())
+    })?;
+    let store = SqliteStore::open(&path)?;
+    let stored = store.load_all()?;
+    let writer = StoreWriter::start(store)?;
+    let (states, accounts_loaded) = build_pools(&config, &stored, &writer);
+
+    let pool_arbiter = Arbiter::new();
+    let mut pools = HashMap::new();
+    for (name, state) in states {
+        let w = writer.clone();
+        let addr =
+            PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| PoolActor::new(state, w));
+        pools.insert(name, addr);
+    }
+    let pools = Arc::new(pools);
+
+    let keys = KeyCache::default();
+    for record in stored.keys {
+        keys.insert(record);
+    }
+    let tiers: Arc<HashMap<String, Tier>> = Arc::new(
+        config
+            .tiers
+            .iter()
+            .map(|(n, t)| (n.clone(), Tier::from_config(n, t)))
+            .collect(),
+    );
+    let registry = KeyRegistry::new(
+        keys.clone(),
+        writer.clone(),
+        pools.clone(),
+        tiers.clone(),
+        config.keys.sweep_interval.get(),
+    )
+    .start();
+    Ok(Services {
+        config: Arc::new(config),
+        tiers,
+        pools,
+        keys,
+        registry,
+        writer,
+        admin_token,
+        started: Instant::now(),
+        accounts_loaded,
+    })
+}

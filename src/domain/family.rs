@@ -1,0 +1,96 @@
+//! Model families: what a tier's rules and windows are keyed by.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFamily {
+    Opus,
+    Sonnet,
+    Other,
+}
+
+impl ModelFamily {
+    pub const ALL: [ModelFamily; 3] = [ModelFamily::Opus, ModelFamily::Sonnet, ModelFamily::Other];
+
+    /// `opus` anywhere in the name (any case) is Opus, `sonnet` is Sonnet, the rest Other.
+    pub fn of_model(model: &str) -> ModelFamily {
+        let lower = model.to_ascii_lowercase();
+        if lower.contains("opus") {
+            ModelFamily::Opus
+        } else if lower.contains("sonnet") {
+            ModelFamily::Sonnet
+        } else {
+            ModelFamily::Other
+        }
+    }
+
+    pub fn from_config_name(name: &str) -> Option<ModelFamily> {
+        match name {
+            "opus" => Some(ModelFamily::Opus),
+            "sonnet" => Some(ModelFamily::Sonnet),
+            "other" => Some(ModelFamily::Other),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFamily::Opus => "opus",
+            ModelFamily::Sonnet => "sonnet",
+            ModelFamily::Other => "other",
+        }
+    }
+
+    /// "Opus", as people read it in messages.
+    pub fn display(self) -> &'static str {
+        match self {
+            ModelFamily::Opus => "Opus",
+            ModelFamily::Sonnet => "Sonnet",
+            ModelFamily::Other => "Other",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            ModelFamily::Opus => 0,
+            ModelFamily::Sonnet => 1,
+            ModelFamily::Other => 2,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_models() {
+        assert_eq!(
+            ModelFamily::of_model("claude-opus-4-1-20250805"),
+            ModelFamily::Opus
+        );
+        assert_eq!(ModelFamily::of_model("claude-3-OPUS"), ModelFamily::Opus);
+        assert_eq!(
+            ModelFamily::of_model("claude-sonnet-4-5"),
+            ModelFamily::Sonnet
+        );
+        assert_eq!(
+            ModelFamily::of_model("claude-3-5-haiku-20241022"),
+            ModelFamily::Other
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn family_follows_substring(prefix in "[a-z0-9-]{0,10}", suffix in "[a-z0-9-]{0,10}") {
+            let opus = format!("{prefix}opus{suffix}");
+            prop_assert_eq!(ModelFamily::of_model(&opus), ModelFamily::Opus);
+            let name = format!("{prefix}{suffix}");
+            if !name.contains("opus") && !name.contains("sonnet") {
+                prop_assert_eq!(ModelFamily::of_model(&name), ModelFamily::Other);
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Which headers cross the proxy, in each direction.
+
+pub const OAUTH_BETA: &str = "oauth-2025-04-20";
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Headers the proxy sets itself or that must never reach Claude.
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    // credentials: the client's key stays here
+    "authorization",
+    "x-api-key",
+    "cookie",
+    // hop-by-hop
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    // set by the proxy
+    "host",
+    "content-length",
+    "accept-encoding",
+    "anthropic-beta",
+    // client network identity
+    "x-real-ip",
+    "forwarded",
+    "via",
+];
+
+/// True when a client request header is forwarded upstream as it is.
+pub fn forward_request_header(lowercase_name: &str) -> bool {
+    !DROPPED_REQUEST_HEADERS.contains(&lowercase_name)
+        && !lowercase_name.starts_with("x-forwarded-")
+}
+
+/// True when an upstream response header is passed back to the client.
+pub fn return_response_header(lowercase_name: &str) -> bool {
+    matches!(
+        lowercase_name,
+        "content-type" | "request-id" | "retry-after"
+    ) || lowercase_name.starts_with("anthropic-ratelimit-")
+}
+
+/// The client's `anthropic-beta` values (any number of headers, comma lists) plus the OAuth
+/// beta, each once, in the order first seen.
+pub fn merged_beta<'a>(client_values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for value in client_values {
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if !seen.contains(&item) {
+                seen.push(item);
+            }
+        }
+    }
+    if !seen.contains(&OAUTH_BETA) {
+        seen.push(OAUTH_BETA);
+    }
+    seen.join(",")
+}
+
+/// Claude Code identifies itself by its user agent.
+pub fn is_claude_code(user_agent: Option<&str>) -> bool {
+    user_agent.is_some_and(|ua| ua.starts_with("claude-cli/") || ua.starts_with("claude-code/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beta_merge_dedupes_and_appends_oauth() {
+        assert_eq!(merged_beta([]), OAUTH_BETA);
+        assert_eq!(
+            merged_beta(["prompt-caching-2024-07-31, oauth-2025-04-20", "foo,foo"]),
+            "prompt-caching-2024-07-31,oauth-2025-04-20,foo"
+        );
+        assert_eq!(merged_beta(["a"]), "a,oauth-2025-04-20");
+    }
+
+    #[test]
+    fn request_header_rules() {
+        for dropped in [
+            "x-api-key",
+            "authorization",
+            "cookie",
+            "x-forwarded-for",
+            "host",
+        ] {
+            assert!(!forward_request_header(dropped), "{dropped}");
+        }
+        for kept in [
+            "user-agent",
+            "x-app",
+            "x-stainless-os",
+            "anthropic-version",
+            "content-type",
+        ] {
+            assert!(forward_request_header(kept), "{kept}");
+        }
+    }
+
+    #[test]
+    fn response_header_rules() {
+        assert!(return_response_header("anthropic-ratelimit-unified-reset"));
+        assert!(return_response_header("request-id"));
+        assert!(!return_response_header("anthropic-organization-id"));
+        assert!(!return_response_header("set-cookie"));
+    }
+
+    #[test]
+    fn claude_code_user_agents() {
+        assert!(is_claude_code(Some("claude-cli/1.0.83 (external, cli)")));
+        assert!(!is_claude_code(Some("curl/8.0")));
+        assert!(!is_claude_code(None));
+    }
+}

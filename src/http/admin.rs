@@ -1,0 +1,244 @@
+//! The admin API. Every call needs the admin token; no answer ever carries a secret except
+//! the new key in the answer that creates it.
+
+use super::error::ApiError;
+use crate::actors::keys::{CreateKey, RevokeKey};
+use crate::actors::pool::{KeyDetails, RecoverAccount, ViewPool};
+use crate::actors::supervisor::Services;
+use crate::clock::{now_ms, rfc3339};
+use crate::domain::api_key::digest_hex;
+use crate::domain::valid_account_name;
+use crate::store::{KeyRecord, Usage};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Compares digests so neither length nor content leaks through timing.
+pub fn require_admin(req: &HttpRequest, svc: &Services) -> Result<(), ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::AdminUnauthorized)?;
+    let a = digest_hex(presented.trim().as_bytes());
+    let b = digest_hex(svc.admin_token.as_bytes());
+    if bool::from(a.as_bytes().ct_eq(b.as_bytes())) && !svc.admin_token.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::AdminUnauthorized)
+    }
+}
+
+#[derive(Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub prefix: String,
+    pub tier: String,
+    pub status: &'static str,
+    pub created: String,
+    pub expires: Option<String>,
+    pub account: Option<String>,
+    pub fixed: bool,
+    pub note: String,
+    pub usage: Usage,
+}
+
+pub fn key_view(record: &KeyRecord, account: Option<String>, usage: Usage) -> KeyView {
+    KeyView {
+        id: record.id.clone(),
+        prefix: record.prefix.clone(),
+        tier: record.tier.clone(),
+        status: record.status_at(now_ms()).as_str(),
+        created: rfc3339(record.created),
+        expires: record.expires.map(rfc3339),
+        account: account.or_else(|| record.fixed_account.clone()),
+        fixed: record.fixed_account.is_some(),
+        note: record.note.clone(),
+        usage,
+    }
+}
+
+/// Views of some keys, with their binding and usage from their pools.
+async fn views(svc: &Services, records: Vec<Arc<KeyRecord>>) -> Vec<KeyView> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let details = match svc.pools.get(&record.tier) {
+            Some(pool) => pool
+                .send(KeyDetails {
+                    key_ids: vec![record.id.clone()],
+                })
+                .await
+                .ok()
+                .and_then(|mut d| d.pop()),
+            None => None,
+        };
+        let (account, usage) = details.unwrap_or_default();
+        out.push(key_view(&record, account, usage));
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    tier: String,
+    account: Option<String>,
+    days: Option<u32>,
+    note: Option<String>,
+}
+
+pub async fn create_key(
+    req: HttpRequest,
+    svc: web::Data<Services>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &svc)?;
+    let body: CreateKeyBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"tier\": …, \"account\"?: …, \"days\"?: …, \"note\"?: …}} ({e})"
+        ))
+    })?;
+    let created = svc
+        .registry
+        .send(CreateKey {
+            tier: body.tier,
+            account: body.account,
+            days: body.days,
+            note: body.note.unwrap_or_default(),
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("key registry: {e}")))??;
+    let mut view = serde_json::to_value(key_view(
+        &created.record,
+        created.record.fixed_account.clone(),
+        Usage::default(),
+    ))
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    view["key"] = serde_json::Value::String(created.key.secret().to_string());
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[derive(Deserialize)]
+pub struct KeyFilter {
+    tier: Option<String>,
+    status: Option<String>,
+}
+
+pub async fn list_keys(
+    req: HttpRequest,
+    svc: web::Data<Services>,
+    filter: web::Query<KeyFilter>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &svc)?;
+    let now = now_ms();
+    let records: Vec<Arc<KeyRecord>> = svc
+        .keys
+        .all()
+        .into_iter()
+        .filter(|r| filter.tier.as_ref().is_none_or(|t| &r.tier == t))
+        .filter(|r| {
+            filter
+                .status
+                .as_ref()
+                .is_none_or(|s| r.status_at(now).as_str() == s)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"keys": views(&svc, records).await})))
+}
+
+fn find_key(svc: &Services, id: &str) -> Result<Arc<KeyRecord>, ApiError> {
+    svc.keys.find_id(id).ok_or_else(|| {
+        ApiError::NotFound(format!("no key with id `{id}`; `keys list` shows the ids"))
+    })
+}
+
+pub async fn show_key(
+    req: HttpRequest,
+    svc: web::Data<Services>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &svc)?;
+    let record = find_key(&svc, &id)?;
+    let mut views = views(&svc, vec![record]).await;
+    Ok(HttpResponse::Ok().json(views.pop()))
+}
+
+pub async fn revoke_key(
+    req: HttpRequest,
+    svc: web::Data<Services>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &svc)?;
+    find_key(&svc, &id)?;
+    let record = svc
+        .registry
+        .send(RevokeKey {
+            id: id.into_inner(),
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("key registry: {e}")))??;
+    let mut views = views(&svc, vec![record]).await;
+    Ok(HttpResponse::Ok().json(views.pop()))
+}
+
+pub async fn pool(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &svc)?;
+    let mut tiers = Vec::new();
+    let mut names: Vec<&String> = svc.pools.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some(pool) = svc.pools.get(name) {
+            let view = pool
+                .send(ViewPool)
+                .await
+                .map_err(|e| ApiError::Internal(format!("pool: {e}")))?;
+            tiers.push(view);
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"tiers": tiers})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverBody {
+    account: String,
+}
+
+pub async fn recover(
+    req: HttpRequest,
+    svc: web::Data<Services>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &svc)?;
+    let body: RecoverBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"account\": \"name\"}} ({e})")))?;
+    if !valid_account_name(&body.account) {
+        return Err(ApiError::BadRequest(format!(
+            "`{}` is not a valid account name (letters, digits, '.', '_', '-')",
+            body.account
+        )));
+    }
+    let mut recovered = Vec::new();
+    for (tier, pool) in svc.pools.iter() {
+        let done = pool
+            .send(RecoverAccount {
+                account: body.account.clone(),
+            })
+            .await
+            .unwrap_or(false);
+        if done {
+            recovered.push(tier.clone());
+        }
+    }
+    if recovered.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no account named `{}`; `pool` lists the accounts",
+            body.account
+        )));
+    }
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"account": body.account, "recovered": true, "tiers": recovered})))
+}

@@ -1,0 +1,12 @@
+//! claude-route: shares a pool of Claude subscription accounts with many clients.
+
+pub mod account_files;
+pub mod actors;
+pub mod admin_token;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod store;
+pub mod upstream;

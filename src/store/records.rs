@@ -1,0 +1,173 @@
+//! What the store keeps, as plain data.
+
+use crate::domain::{Credential, Millis, ModelFamily, Window};
+use serde::Serialize;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Revoked => "revoked",
+            KeyStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyStatus> {
+        match s {
+            "active" => Some(KeyStatus::Active),
+            "revoked" => Some(KeyStatus::Revoked),
+            "expired" => Some(KeyStatus::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A client key as stored: never the key itself, only its digest and display prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub digest: String,
+    pub prefix: String,
+    pub tier: String,
+    pub created: Millis,
+    pub expires: Option<Millis>,
+    pub status: KeyStatus,
+    pub fixed_account: Option<String>,
+    pub note: String,
+}
+
+impl KeyRecord {
+    /// The status as of `now`: an active key past its expiry is expired.
+    pub fn status_at(&self, now: Millis) -> KeyStatus {
+        match self.status {
+            KeyStatus::Active if self.expires.is_some_and(|e| e <= now) => KeyStatus::Expired,
+            s => s,
+        }
+    }
+}
+
+/// Token counts read from Claude's answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
+        self.cache_read_input_tokens += other.cache_read_input_tokens;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlacklistEntry {
+    pub reason: String,
+    pub since: Millis,
+}
+
+/// One change for the writer. Every variant is idempotent, so replaying is harmless.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    InsertKey(KeyRecord),
+    SetKeyStatus {
+        id: String,
+        status: KeyStatus,
+    },
+    Bind {
+        key_id: String,
+        tier: String,
+        account: String,
+    },
+    Unbind {
+        key_id: String,
+    },
+    SetWindow {
+        key_id: String,
+        family: ModelFamily,
+        window: Window,
+    },
+    AddKeyUsage {
+        key_id: String,
+        usage: Usage,
+    },
+    AddAccountUsage {
+        tier: String,
+        account: String,
+        usage: Usage,
+    },
+    Blacklist {
+        tier: String,
+        account: String,
+        entry: BlacklistEntry,
+    },
+    Unblacklist {
+        tier: String,
+        account: String,
+    },
+    SetCredential {
+        tier: String,
+        account: String,
+        credential: Credential,
+    },
+    ForgetAccount {
+        tier: String,
+        account: String,
+    },
+}
+
+/// Everything the store holds, as loaded at start-up.
+#[derive(Debug, Default)]
+pub struct StoredState {
+    pub keys: Vec<KeyRecord>,
+    /// key id → (tier, account)
+    pub bindings: HashMap<String, (String, String)>,
+    pub windows: HashMap<(String, ModelFamily), Window>,
+    pub key_usage: HashMap<String, Usage>,
+    /// (tier, account) → usage
+    pub account_usage: HashMap<(String, String), Usage>,
+    pub blacklist: HashMap<(String, String), BlacklistEntry>,
+    pub credentials: HashMap<(String, String), Credential>,
+}
+
+impl KeyRecord {
+    /// A new key of `tier`: the secret to show once, and the record to store.
+    /// `days == 0` never expires.
+    pub fn mint(
+        tier: &str,
+        days: u32,
+        fixed_account: Option<String>,
+        note: String,
+        now: Millis,
+    ) -> (crate::domain::ApiKey, KeyRecord) {
+        let key = crate::domain::ApiKey::generate();
+        let expires = (days > 0).then(|| now.saturating_add(i64::from(days) * 24 * 3600 * 1000));
+        let record = KeyRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            digest: key.digest(),
+            prefix: key.display_prefix(),
+            tier: tier.to_string(),
+            created: now,
+            expires,
+            status: KeyStatus::Active,
+            fixed_account,
+            note,
+        };
+        (key, record)
+    }
+}

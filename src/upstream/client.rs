@@ -1,0 +1,80 @@
+//! One awc client per worker thread (awc's `Client` is not `Send`), with TCP_NODELAY on
+//! every upstream socket so small SSE events are never held back by Nagle.
+
+use crate::config::UpstreamConfig;
+use actix_service::Service;
+use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
+use actix_web::http::Uri;
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The default resolver + TCP connector, with TCP_NODELAY set once connected.
+#[derive(Clone, Default)]
+pub struct NodelayConnector {
+    inner: ConnectorService,
+}
+
+type TcpConnection = Connection<Uri, actix_rt::net::TcpStream>;
+
+impl Service<ConnectInfo<Uri>> for NodelayConnector {
+    type Response = TcpConnection;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<TcpConnection, ConnectError>>>>;
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Service::<ConnectInfo<Uri>>::poll_ready(&self.inner, cx)
+    }
+
+    fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
+        let connecting = self.inner.call(req);
+        Box::pin(async move {
+            let conn = connecting.await?;
+            if let Err(e) = conn.io_ref().set_nodelay(true) {
+                log::debug!("could not set TCP_NODELAY upstream: {e}");
+            }
+            Ok(conn)
+        })
+    }
+}
+
+/// Makes ring the process's TLS crypto provider; called once at start-up.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+fn build(cfg: &UpstreamConfig) -> awc::Client {
+    let connector = awc::Connector::new()
+        .connector(NodelayConnector::default())
+        .rustls_0_23(tls_config())
+        .timeout(cfg.connect_timeout.get())
+        // Streams are long-lived: never cap concurrent upstream connections here.
+        .limit(0);
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(cfg.response_timeout.get())
+        .disable_redirects()
+        .no_default_headers()
+        .finish()
+}
+
+thread_local! {
+    static CLIENT: RefCell<Option<awc::Client>> = const { RefCell::new(None) };
+}
+
+/// This worker's client, built on first use.
+pub fn client(cfg: &UpstreamConfig) -> awc::Client {
+    CLIENT.with(|cell| cell.borrow_mut().get_or_insert_with(|| build(cfg)).clone())
+}

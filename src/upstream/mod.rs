@@ -1,0 +1,6 @@
+//! Talking to Claude: the per-worker awc client, the request header rules applied to it,
+//! and the usage reader that watches answers go by.
+
+pub mod client;
+pub mod request;
+pub mod usage;
