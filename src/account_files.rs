@@ -75,3 +75,44 @@ fn read_account(tier: &str, path: &Path) -> Result<AccountEntry, String> {
 pub fn account_exists(dir: &Path, tier: &str, name: &str) -> bool {
     valid_account_name(name) && dir.join(tier).join(format!("{name}.json")).is_file()
 }
+
+/// Writes `credential` into the account's file: temp file, fsync, rename, mode 0600, the
+/// file's format and unknown fields kept. A file already holding a newer credential is
+/// left alone (returns false): nothing writes an older token over a newer one.
+pub fn write_credential(
+    path: &Path,
+    credential: &crate::domain::Credential,
+) -> std::io::Result<bool> {
+    use std::io::Write;
+    let current = std::fs::read(path)?;
+    let file = AccountFile::parse(&current).map_err(std::io::Error::other)?;
+    if file.credential.is_newer_than(credential) || file.credential == *credential {
+        return Ok(false);
+    }
+    let bytes = file.render(credential);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("account"),
+        std::process::id()
+    ));
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut out = options.open(&tmp)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
+}

@@ -2,4 +2,5 @@
 
 pub mod keys;
 pub mod pool;
+pub mod refresh;
 pub mod supervisor;

@@ -3,6 +3,7 @@
 
 use super::keys::{KeyCache, KeyRegistry};
 use super::pool::{AccountSlot, PoolActor, PoolState};
+use super::refresh::{RefreshCoordinator, RefreshGate, Track, Tracked};
 use crate::account_files;
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -20,6 +21,7 @@ pub struct Services {
     pub keys: KeyCache,
     pub registry: Addr<KeyRegistry>,
     pub writer: StoreWriter,
+    pub refresher: Addr<RefreshCoordinator>,
     pub admin_token: String,
     pub started: Instant,
     pub accounts_loaded: usize,
@@ -38,14 +40,14 @@ fn build_pools(
     config: &Config,
     stored: &StoredState,
     writer: &StoreWriter,
-) -> (HashMap<String, PoolState>, usize) {
+) -> (HashMap<String, PoolState>, Vec<Tracked>) {
     let mut pools: HashMap<String, PoolState> = config
         .tiers
         .iter()
         .map(|(name, t)| (name.clone(), PoolState::new(Tier::from_config(name, t))))
         .collect();
     let scan = account_files::scan(&config.accounts.dir, config.tiers.keys().cloned());
-    let loaded = scan.accounts.len();
+    let mut tracked = Vec::new();
     for entry in scan.accounts {
         let Some(pool) = pools.get_mut(&entry.tier) else {
             continue;
@@ -56,6 +58,12 @@ fn build_pools(
             Some(kept) if kept.is_newer_than(&entry.file.credential) => kept.clone(),
             _ => entry.file.credential.clone(),
         };
+        tracked.push(Tracked {
+            tier: entry.tier.clone(),
+            name: entry.name.clone(),
+            expires_at: credential.expires_at,
+            refreshable: credential.refresh_token.is_some(),
+        });
         let mut slot = AccountSlot::new(credential);
         slot.blacklist = stored.blacklist.get(&place).cloned();
         slot.usage = stored
@@ -104,7 +112,7 @@ fn build_pools(
             pool.restore_window(key_id, *family, *window);
         }
     }
-    (pools, loaded)
+    (pools, tracked)
 }
 
 /// Starts everything; must run inside the actix system.
@@ -113,9 +121,10 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
         StartError::Other("this build serves the embedded store (sqlite:<path>) only".into())
     })?;
     let store = SqliteStore::open(&path)?;
-    let stored = store.load_all()?;
+    let mut stored = store.load_all()?;
     let writer = StoreWriter::start(store)?;
-    let (states, accounts_loaded) = build_pools(&config, &stored, &writer);
+    let (states, tracked) = build_pools(&config, &stored, &writer);
+    let accounts_loaded = tracked.len();
 
     let pool_arbiter = Arbiter::new();
     let mut pools = HashMap::new();
@@ -128,7 +137,7 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     let pools = Arc::new(pools);
 
     let keys = KeyCache::default();
-    for record in stored.keys {
+    for record in std::mem::take(&mut stored.keys) {
         keys.insert(record);
     }
     let tiers: Arc<HashMap<String, Tier>> = Arc::new(
@@ -146,8 +155,22 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
         config.keys.sweep_interval.get(),
     )
     .start();
+    let config = Arc::new(config);
+    let gate = RefreshGate::new(config.clone(), writer.clone());
+    let coordinator = RefreshCoordinator::new(
+        config.refresh.clone(),
+        gate,
+        pools.clone(),
+        writer.clone(),
+        stored.refresh,
+        stored.refresh_timers,
+    );
+    let refresher =
+        RefreshCoordinator::start_in_arbiter(&pool_arbiter.handle(), move |_| coordinator);
+    refresher.do_send(Track { accounts: tracked });
     Ok(Services {
-        config: Arc::new(config),
+        config,
+        refresher,
         tiers,
         pools,
         keys,

@@ -6,6 +6,7 @@ pub mod family;
 pub mod headers;
 pub mod identity;
 pub mod tier;
+pub mod upstream_answer;
 pub mod window;
 
 pub use api_key::{ApiKey, KeyParseError};

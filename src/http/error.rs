@@ -137,7 +137,7 @@ impl ApiError {
             ApiError::Pool(PoolError::RateLimited { resets_at, .. }) => {
                 Some(retry_after_secs(*resets_at))
             }
-            ApiError::Pool(PoolError::TokenExpired { retry_at }) => {
+            ApiError::Pool(PoolError::TokenExpired { retry_at, .. }) => {
                 Some(retry_at.map_or(60, retry_after_secs))
             }
             _ => None,

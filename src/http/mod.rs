@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod body;
 pub mod error;
+pub mod exchange;
 pub mod health;
 pub mod proxy;
 pub mod relay;

@@ -3,16 +3,17 @@
 
 use super::body::{model_of, read_limited};
 use super::error::ApiError;
-use super::relay::{Relay, SettleTicket};
-use crate::actors::pool::{Admission, Admit, Outcome, PoolError};
+use super::exchange::Exchange;
+use super::relay::SettleTicket;
+use crate::actors::pool::{Admission, Admit, PoolError};
+use crate::actors::refresh::NextAttempt;
 use crate::actors::supervisor::Services;
-use crate::clock::{now_ms, rfc3339};
-use crate::domain::headers::{is_claude_code, return_response_header};
+use crate::clock::now_ms;
+use crate::domain::headers::is_claude_code;
 use crate::domain::identity::insert_identity;
 use crate::domain::{ApiKey, ModelFamily};
 use crate::store::KeyRecord;
-use crate::upstream::{client, request, usage::UsageReader};
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -112,11 +113,6 @@ fn log_admission(key: &KeyRecord, a: &Admission) {
     }
 }
 
-/// Upstream answers that mean "Claude did not serve this": the request is given back.
-fn is_refunded(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-}
-
 async fn forward(
     req: HttpRequest,
     payload: Option<web::Payload>,
@@ -140,13 +136,30 @@ async fn forward(
             tier: crate::domain::tier::capitalize(&key.tier),
         })?
         .clone();
-    let admission = pool
+    let admitted = pool
         .send(Admit {
             key: key.clone(),
             family,
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("pool: {e}")))??;
+        .map_err(|e| ApiError::Internal(format!("pool: {e}")))?;
+    let admission = match admitted {
+        Ok(a) => a,
+        Err(PoolError::TokenExpired { account, .. }) => {
+            // Tell the client when the coordinator will try next.
+            let retry_at = svc
+                .refresher
+                .send(NextAttempt {
+                    tier: key.tier.clone(),
+                    account: account.clone(),
+                })
+                .await
+                .ok()
+                .flatten();
+            return Err(PoolError::TokenExpired { account, retry_at }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     log_admission(&key, &admission);
     let ticket = admission.family.map(|family| SettleTicket {
         pool: pool.clone(),
@@ -155,70 +168,15 @@ async fn forward(
         family,
         window_started: admission.grant.map(|g| g.started_at),
     });
-
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or(req.path(), |p| p.as_str());
-    let method = if body.is_some() {
-        Method::POST
-    } else {
-        Method::GET
-    };
-    let upstream = request::build(
-        &client::client(&svc.config.upstream),
-        &svc.config.upstream,
-        method,
-        path,
-        req.headers(),
-        &admission.credential.access_token,
-    );
-    let sent = match body {
-        Some(body) => upstream.send_body(body).await,
-        None => upstream.send().await,
-    };
-    let answer = match sent {
-        Ok(answer) => answer,
-        Err(e) => {
-            if let Some(t) = ticket {
-                t.settle(Outcome::Refund);
-            }
-            log::warn!(
-                "upstream request for account {} failed: {e}",
-                admission.account
-            );
-            return Err(match e {
-                awc::error::SendRequestError::Timeout => ApiError::UpstreamTimeout,
-                other => ApiError::UpstreamUnreachable(other.to_string()),
-            });
-        }
-    };
-
-    let status = answer.status();
-    let mut response = HttpResponse::build(status);
-    for (name, value) in answer.headers().iter() {
-        if return_response_header(name.as_str()) {
-            response.append_header((name.clone(), value.clone()));
-        }
+    Exchange {
+        svc: &svc,
+        req: &req,
+        key,
+        pool,
+        body,
+        admission,
+        ticket,
     }
-    if status.is_success() {
-        if let Some(g) = admission.grant {
-            response.insert_header(("x-ratelimit-limit-requests", g.limit.to_string()));
-            response.insert_header(("x-ratelimit-remaining-requests", g.remaining.to_string()));
-            response.insert_header(("x-ratelimit-reset-requests", rfc3339(g.resets_at)));
-        }
-    }
-    let ticket = match ticket {
-        Some(t) if is_refunded(status) => {
-            t.settle(Outcome::Refund);
-            None
-        }
-        other => other,
-    };
-    let content_type = answer
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let usage = UsageReader::for_content_type(content_type);
-    Ok(response.streaming(Relay::new(answer, usage, ticket)))
+    .run()
+    .await
 }

@@ -6,7 +6,7 @@ pub mod records;
 pub mod sqlite;
 pub mod writer;
 
-pub use records::{KeyRecord, KeyStatus, StoredState, Usage, WriteOp};
+pub use records::{KeyRecord, KeyStatus, RefreshRecord, StoredState, Usage, WriteOp};
 pub use sqlite::SqliteStore;
 pub use writer::StoreWriter;
 

@@ -129,6 +129,24 @@ pub enum WriteOp {
         tier: String,
         account: String,
     },
+    SetRefreshState {
+        tier: String,
+        account: String,
+        state: RefreshRecord,
+    },
+    /// Global refresh timers: the success lock and a token-endpoint pause.
+    SetRefreshTimers {
+        lock_until: Millis,
+        paused_until: Millis,
+    },
+}
+
+/// An account's refresh history, kept so a restart keeps honouring cooldowns and caps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub failures: Vec<Millis>,
+    pub cooldown_until: Millis,
+    pub last_error: Option<String>,
 }
 
 /// Everything the store holds, as loaded at start-up.
@@ -143,6 +161,9 @@ pub struct StoredState {
     pub account_usage: HashMap<(String, String), Usage>,
     pub blacklist: HashMap<(String, String), BlacklistEntry>,
     pub credentials: HashMap<(String, String), Credential>,
+    pub refresh: HashMap<(String, String), RefreshRecord>,
+    /// (success lock until, paused until)
+    pub refresh_timers: (Millis, Millis),
 }
 
 impl KeyRecord {

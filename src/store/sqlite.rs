@@ -1,7 +1,9 @@
 //! The embedded store: one SQLite file (WAL), written only by the writer thread while a
 //! server runs, and opened directly by the CLI when none does.
 
-use super::records::{BlacklistEntry, KeyRecord, KeyStatus, StoredState, Usage, WriteOp};
+use super::records::{
+    BlacklistEntry, KeyRecord, KeyStatus, RefreshRecord, StoredState, Usage, WriteOp,
+};
 use super::StoreError;
 use crate::domain::{Credential, ModelFamily, Window};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -30,6 +32,10 @@ CREATE TABLE IF NOT EXISTS blacklist (
 CREATE TABLE IF NOT EXISTS credentials (
     tier TEXT NOT NULL, account TEXT NOT NULL, access_token TEXT NOT NULL, refresh_token TEXT,
     expires_at INTEGER, PRIMARY KEY (tier, account));
+CREATE TABLE IF NOT EXISTS refresh_state (
+    tier TEXT NOT NULL, account TEXT NOT NULL, failures TEXT NOT NULL, cooldown_until INTEGER NOT NULL,
+    last_error TEXT, PRIMARY KEY (tier, account));
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
 pub struct SqliteStore {
@@ -181,6 +187,39 @@ impl SqliteStore {
             let (place, credential) = row?;
             state.credentials.insert(place, credential);
         }
+        let mut stmt = self.conn.prepare(
+            "SELECT tier, account, failures, cooldown_until, last_error FROM refresh_state",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                r.get::<_, String>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (place, failures, cooldown_until, last_error) = row?;
+            let failures: Vec<i64> = serde_json::from_str(&failures).unwrap_or_default();
+            state.refresh.insert(
+                place,
+                RefreshRecord {
+                    failures,
+                    cooldown_until,
+                    last_error,
+                },
+            );
+        }
+        let meta = |name: &str| -> Result<i64, StoreError> {
+            Ok(self
+                .conn
+                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .unwrap_or(0))
+        };
+        state.refresh_timers = (meta("refresh_lock_until")?, meta("refresh_paused_until")?);
         Ok(state)
     }
 
@@ -343,8 +382,40 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
                 params![tier, account, c.access_token, c.refresh_token, c.expires_at],
             )?;
         }
+        WriteOp::SetRefreshState {
+            tier,
+            account,
+            state,
+        } => {
+            let failures = serde_json::to_string(&state.failures).unwrap_or_else(|_| "[]".into());
+            tx.execute(
+                "INSERT OR REPLACE INTO refresh_state (tier, account, failures, cooldown_until, last_error)
+                 VALUES (?1,?2,?3,?4,?5)",
+                params![tier, account, failures, state.cooldown_until, state.last_error],
+            )?;
+        }
+        WriteOp::SetRefreshTimers {
+            lock_until,
+            paused_until,
+        } => {
+            for (name, value) in [
+                ("refresh_lock_until", lock_until),
+                ("refresh_paused_until", paused_until),
+            ] {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+                    params![name, value],
+                )?;
+            }
+        }
         WriteOp::ForgetAccount { tier, account } => {
-            for table in ["bindings", "blacklist", "credentials", "account_usage"] {
+            for table in [
+                "bindings",
+                "blacklist",
+                "credentials",
+                "account_usage",
+                "refresh_state",
+            ] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE tier = ?1 AND account = ?2"),
                     params![tier, account],

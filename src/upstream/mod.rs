@@ -2,5 +2,6 @@
 //! and the usage reader that watches answers go by.
 
 pub mod client;
+pub mod oauth;
 pub mod request;
 pub mod usage;

@@ -3,8 +3,10 @@
 use super::messages::*;
 use super::{Admission, Changes, PoolError, PoolState};
 use crate::clock::now_ms;
+use crate::domain::Credential;
 use crate::store::{StoreWriter, Usage, WriteOp};
 use actix::{Actor, Context, Handler, MessageResult, Response};
+use std::sync::Arc;
 
 pub struct PoolActor {
     state: PoolState,
@@ -162,5 +164,16 @@ impl Handler<KeyDetails> for PoolActor {
             })
             .collect();
         MessageResult(details)
+    }
+}
+
+impl Handler<GetCredential> for PoolActor {
+    type Result = Option<Arc<Credential>>;
+
+    fn handle(&mut self, msg: GetCredential, _: &mut Context<Self>) -> Self::Result {
+        self.state
+            .accounts
+            .get(&msg.account)
+            .map(|s| s.credential.clone())
     }
 }

@@ -17,7 +17,10 @@ pub enum PoolError {
         resets_at: Millis,
     },
     #[error("OAuth token has expired")]
-    TokenExpired { retry_at: Option<Millis> },
+    TokenExpired {
+        account: String,
+        retry_at: Option<Millis>,
+    },
     #[error("The account `{account}` this key is fixed to is unavailable")]
     FixedAccountUnavailable { account: String },
     #[error("No account named `{account}` in the {tier} tier")]

@@ -77,3 +77,10 @@ pub struct ViewPool;
 pub struct KeyDetails {
     pub key_ids: Vec<String>,
 }
+
+/// The credential an account holds now.
+#[derive(Message)]
+#[rtype(result = "Option<Arc<Credential>>")]
+pub struct GetCredential {
+    pub account: String,
+}

@@ -217,7 +217,10 @@ impl PoolState {
         let credential = slot.credential.clone();
         let slots_used = u32::try_from(slot.keys.len()).unwrap_or(u32::MAX);
         if credential.is_expired(now) {
-            return Err(PoolError::TokenExpired { retry_at: None });
+            return Err(PoolError::TokenExpired {
+                account,
+                retry_at: None,
+            });
         }
         let grant = match family.and_then(|f| self.tier.limit(f).map(|l| (f, l))) {
             None => None,

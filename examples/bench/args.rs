@@ -1,0 +1,90 @@
+//! Command-line settings of the bench.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark claude-route against the mock upstream and nginx")]
+pub struct Args {
+    /// Smoke mode: a few requests per phase, small stream steps, 2 s settle.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds to wait after the load before reading RSS again.
+    #[arg(long, default_value_t = 30.0)]
+    pub settle: f64,
+    #[arg(long, default_value_t = 20)]
+    pub latency_rounds: usize,
+    #[arg(long, default_value_t = 500)]
+    pub latency_requests: usize,
+    /// Connections of the throughput test.
+    #[arg(long, default_value_t = 32)]
+    pub conns: usize,
+    #[arg(long, default_value_t = 5.0)]
+    pub tp_secs: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub tp_warmup: f64,
+    #[arg(long, default_value_t = 10)]
+    pub stream_rounds: usize,
+    #[arg(long, default_value_t = 20)]
+    pub stream_requests: usize,
+    #[arg(long, default_value_t = 16)]
+    pub stream_deltas: u32,
+    #[arg(long, default_value_t = 5)]
+    pub stream_interval_ms: u64,
+    /// Concurrent stream counts of the capacity test.
+    #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,1500")]
+    pub steps: Vec<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub cap_deltas: u32,
+    #[arg(long, default_value_t = 20)]
+    pub cap_interval_ms: u64,
+    /// Stream starts are spread evenly over this many milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub ramp_ms: u64,
+    /// An event later than this (ms) behind its schedule makes its stream unclean.
+    #[arg(long, default_value_t = 100)]
+    pub late_ms: u64,
+    /// Keep stepping a target up after a step with unclean streams.
+    #[arg(long)]
+    pub all_steps: bool,
+    /// Load generator threads (default: nproc).
+    #[arg(long)]
+    pub client_threads: Option<usize>,
+    /// Skip nginx even when installed.
+    #[arg(long)]
+    pub no_nginx: bool,
+    /// RUST_LOG of claude-route (default: its default level, info).
+    #[arg(long, default_value = "info")]
+    pub proxy_log: String,
+    #[arg(long, default_value_t = 4)]
+    pub accounts: usize,
+    #[arg(long, default_value_t = 8)]
+    pub keys: usize,
+    /// Also bench claude-route on a Redis store (hook; not implemented by claude-route yet).
+    #[arg(long)]
+    pub redis: Option<String>,
+    #[arg(long)]
+    pub proxy_bin: Option<PathBuf>,
+    #[arg(long)]
+    pub mock_bin: Option<PathBuf>,
+    /// Where the JSON goes (default: target/bench).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn apply_quick(&mut self) {
+        if self.quick {
+            self.settle = 2.0;
+            self.latency_rounds = 2;
+            self.latency_requests = 50;
+            self.tp_secs = 1.0;
+            self.tp_warmup = 0.3;
+            self.stream_rounds = 2;
+            self.stream_requests = 3;
+            self.steps = vec![20, 50];
+            self.cap_deltas = 16;
+        }
+    }
+}
+

@@ -1,0 +1,12 @@
+//! Keeping OAuth tokens fresh: the coordinator decides when, the gate performs one refresh
+//! of one account at a time and saves the rotated pair everywhere before anyone uses it.
+
+mod coordinator;
+mod gate;
+mod plan;
+
+pub use coordinator::{
+    AccountRefreshView, NextAttempt, Recovered, RefreshCoordinator, RefreshNow, RefreshView, Track,
+    Tracked, ViewRefresh,
+};
+pub use gate::{RefreshGate, RefreshOutcome};

@@ -1,0 +1,295 @@
+//! One request's trip to Claude and back, with what Claude's answer does to the account
+//! (SPEC §8): an expired token is refreshed and the request retried once; a dead account is
+//! blacklisted and the request retried once on the key's new account; a 429 marks the
+//! account limited. Nothing has reached the client before that decision.
+
+use super::error::ApiError;
+use super::relay::{Relay, SettleTicket};
+use crate::actors::pool::{
+    Admission, Admit, BlacklistAccount, GetCredential, MarkLimited, Outcome, PoolActor,
+};
+use crate::actors::refresh::RefreshNow;
+use crate::actors::supervisor::Services;
+use crate::clock::{now_ms, rfc3339};
+use crate::domain::headers::return_response_header;
+use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
+use crate::domain::Credential;
+use crate::store::KeyRecord;
+use crate::upstream::{client, request, usage::UsageReader};
+use actix::Addr;
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::Bytes;
+use std::sync::Arc;
+
+type Answer = awc::ClientResponse;
+
+pub struct Exchange<'a> {
+    pub svc: &'a Services,
+    pub req: &'a HttpRequest,
+    pub key: Arc<KeyRecord>,
+    pub pool: Addr<PoolActor>,
+    pub body: Option<Bytes>,
+    pub admission: Admission,
+    pub ticket: Option<SettleTicket>,
+}
+
+/// Upstream answers that mean "Claude did not serve this": the request is given back.
+fn is_refunded(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// `anthropic-ratelimit-unified-reset`: epoch seconds, or RFC 3339.
+fn unified_reset_ms(answer_headers: &actix_web::http::header::HeaderMap) -> Option<i64> {
+    let raw = answer_headers
+        .get("anthropic-ratelimit-unified-reset")?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = raw.parse::<i64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+impl Exchange<'_> {
+    fn refund(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            t.settle(Outcome::Refund);
+        }
+    }
+
+    async fn send(&self) -> Result<Answer, awc::error::SendRequestError> {
+        let path = self
+            .req
+            .uri()
+            .path_and_query()
+            .map_or(self.req.path(), |p| p.as_str());
+        let method = if self.body.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let upstream = request::build(
+            &client::client(&self.svc.config.upstream),
+            &self.svc.config.upstream,
+            method,
+            path,
+            self.req.headers(),
+            &self.admission.credential.access_token,
+        );
+        match &self.body {
+            Some(body) => upstream.send_body(body.clone()).await,
+            None => upstream.send().await,
+        }
+    }
+
+    /// Moves the key to a new account after its old one was blacklisted (uncounted).
+    async fn rebind(&mut self) -> Result<(), ApiError> {
+        let moved = self
+            .pool
+            .send(Admit {
+                key: self.key.clone(),
+                family: None,
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("pool: {e}")))?;
+        let moved = moved?;
+        log::info!(
+            "key {} assigned to account: {} (slots: {}/{})",
+            self.key.prefix,
+            moved.account,
+            moved.slots_used,
+            moved.slots
+        );
+        if let Some(t) = self.ticket.as_mut() {
+            t.account = moved.account.clone();
+        }
+        self.admission.account = moved.account;
+        self.admission.credential = moved.credential;
+        Ok(())
+    }
+
+    /// A credential newer than the one Claude called expired: someone else's fresh one, or
+    /// an urgent refresh through the coordinator (which keeps the lock and cooldown rules).
+    async fn fresh_credential(&self, account: &str) -> Result<Arc<Credential>, String> {
+        let current = self
+            .pool
+            .send(GetCredential {
+                account: account.to_string(),
+            })
+            .await
+            .ok()
+            .flatten();
+        if let Some(current) = current.filter(|c| c.is_newer_than(&self.admission.credential)) {
+            return Ok(current);
+        }
+        self.svc
+            .refresher
+            .send(RefreshNow {
+                tier: self.key.tier.clone(),
+                account: account.to_string(),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    async fn blacklist(&self, reason: String) {
+        let _ = self
+            .pool
+            .send(BlacklistAccount {
+                account: self.admission.account.to_string(),
+                reason,
+            })
+            .await;
+    }
+
+    /// What to do about an answer whose body was read; Ok(true) means "send again".
+    async fn react(&mut self, effect: AccountEffect, retried: bool) -> Result<bool, ApiError> {
+        match effect {
+            AccountEffect::None => Ok(false),
+            AccountEffect::ProxyFault => {
+                log::error!(
+                    "Claude refused OAuth for account {}: the proxy must send the oauth beta; account left untouched",
+                    self.admission.account
+                );
+                Ok(false)
+            }
+            AccountEffect::TokenExpired => {
+                let account = self.admission.account.to_string();
+                match self.fresh_credential(&account).await {
+                    Ok(credential) => {
+                        self.admission.credential = credential;
+                        Ok(!retried)
+                    }
+                    Err(e) => {
+                        self.blacklist(format!("token expired and refresh failed: {e}"))
+                            .await;
+                        self.retry_elsewhere(retried).await
+                    }
+                }
+            }
+            AccountEffect::Blacklist(reason) => {
+                self.blacklist(reason).await;
+                self.retry_elsewhere(retried).await
+            }
+        }
+    }
+
+    async fn retry_elsewhere(&mut self, retried: bool) -> Result<bool, ApiError> {
+        if retried {
+            return Ok(false);
+        }
+        match self.rebind().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.refund();
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn run(mut self) -> Result<HttpResponse, ApiError> {
+        let mut retried = false;
+        loop {
+            let answer = match self.send().await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    self.refund();
+                    log::warn!(
+                        "upstream request for account {} failed: {e}",
+                        self.admission.account
+                    );
+                    return Err(match e {
+                        awc::error::SendRequestError::Timeout => ApiError::UpstreamTimeout,
+                        other => ApiError::UpstreamUnreachable(other.to_string()),
+                    });
+                }
+            };
+            let status = answer.status();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                if let Some(until) = unified_reset_ms(answer.headers()) {
+                    log::warn!(
+                        "account {} rate limited by Claude until {}",
+                        self.admission.account,
+                        rfc3339(until)
+                    );
+                    self.pool.do_send(MarkLimited {
+                        account: self.admission.account.to_string(),
+                        until,
+                    });
+                }
+            }
+            if !needs_body(status.as_u16()) {
+                return Ok(self.relay(answer));
+            }
+            let mut answer = answer;
+            let body = answer.body().limit(4 * 1024 * 1024).await.map_err(|e| {
+                ApiError::UpstreamUnreachable(format!("reading Claude's answer: {e}"))
+            })?;
+            let effect = classify(status.as_u16(), &body);
+            let touched_account =
+                effect != AccountEffect::None && effect != AccountEffect::ProxyFault;
+            if self.react(effect, retried).await? {
+                retried = true;
+                continue;
+            }
+            if touched_account {
+                // Our account failed the client, not the client's request.
+                self.refund();
+            }
+            return Ok(self.buffered(&answer, status, body));
+        }
+    }
+
+    fn head(&self, answer_headers: &header::HeaderMap, status: StatusCode) -> HttpResponseBuilder {
+        let mut response = HttpResponse::build(status);
+        for (name, value) in answer_headers.iter() {
+            if return_response_header(name.as_str()) {
+                response.append_header((name.clone(), value.clone()));
+            }
+        }
+        if status.is_success() {
+            if let Some(g) = self.admission.grant {
+                response.insert_header(("x-ratelimit-limit-requests", g.limit.to_string()));
+                response.insert_header(("x-ratelimit-remaining-requests", g.remaining.to_string()));
+                response.insert_header(("x-ratelimit-reset-requests", rfc3339(g.resets_at)));
+            }
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS
+            && !answer_headers.contains_key(header::RETRY_AFTER)
+        {
+            let secs = unified_reset_ms(answer_headers)
+                .map_or(60, |until| ((until - now_ms()) / 1000).max(1));
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response
+    }
+
+    /// An answer read whole (an error we had to look at); counted unless refunded above.
+    fn buffered(mut self, answer: &Answer, status: StatusCode, body: Bytes) -> HttpResponse {
+        let mut response = self.head(answer.headers(), status);
+        if let Some(t) = self.ticket.take() {
+            t.settle(Outcome::Served(Default::default()));
+        }
+        response.body(body)
+    }
+
+    /// An answer streamed through as it arrives.
+    fn relay(mut self, answer: Answer) -> HttpResponse {
+        let status = answer.status();
+        let mut response = self.head(answer.headers(), status);
+        if is_refunded(status) {
+            self.refund();
+        }
+        let content_type = answer
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let usage = UsageReader::for_content_type(content_type);
+        response.streaming(Relay::new(answer, usage, self.ticket.take()))
+    }
+}

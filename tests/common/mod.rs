@@ -1,0 +1,76 @@
+//! Black-box test harness: the real `claude-route` binary against a mock Anthropic upstream.
+#![allow(dead_code, unused_imports)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod cli;
+pub mod client;
+pub mod env;
+pub mod mock_routes;
+pub mod mock_upstream;
+pub mod server;
+
+pub use cli::{keygen_offline, parse_json_objects, run_cli, run_cli_with, run_raw, CliOutput};
+pub use client::{message_request, request, request_stream, Resp, StreamResp, HAIKU, OPUS, SONNET};
+pub use env::{access_token, now_ms, TestEnv, ADMIN_TOKEN};
+pub use mock_upstream::{Answer, MockUpstream, Recorded};
+pub use server::TestServer;
+
+use std::time::{Duration, Instant};
+
+/// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A mock upstream plus a directory configured against it (server not started).
+pub fn setup(extra_toml: &str) -> (MockUpstream, TestEnv) {
+    let mock = MockUpstream::start();
+    let env = TestEnv::new(&mock.url(), extra_toml);
+    (mock, env)
+}
+
+/// A mock upstream and a running server with one Claude Code-format account per
+/// `(tier, name)`.
+pub fn start_with_accounts(
+    extra_toml: &str,
+    accounts: &[(&str, &str)],
+) -> (MockUpstream, TestServer) {
+    let (mock, env) = setup(extra_toml);
+    for (tier, name) in accounts {
+        env.add_account(tier, name);
+    }
+    let server = TestServer::start(env);
+    (mock, server)
+}
+
+/// Async sleep usable inside actix tests without blocking the runtime.
+pub async fn sleep(d: Duration) {
+    actix_rt::time::sleep(d).await;
+}
+
+/// Polls an async check every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn poll_async<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! SPEC §13: a bad configuration stops `serve` at once with a message naming the field.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Runs `serve` with `extra` merged into the test config; it must fail within 10 s.
+fn serve_fails(extra: &str) -> CliOutput {
+    let (_mock, env) = setup(extra);
+    env.add_account("trial", "a1");
+    let start = Instant::now();
+    let config = env.config_path.to_string_lossy().into_owned();
+    let out = run_raw(
+        env.path(),
+        &["--config", &config, "serve"],
+        Duration::from_secs(10),
+    );
+    assert!(!out.success(), "serve accepted `{extra}`:\n{}", out.all());
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(
+        !out.all().contains("listening on"),
+        "serve started listening with a bad config:\n{}",
+        out.all()
+    );
+    out
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let out = serve_fails("[tiers.trial]\nslots = \"x\"\n");
+    assert!(
+        out.stderr.contains("tiers.trial.slots"),
+        "stderr should name tiers.trial.slots:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_listen_address_names_the_field() {
+    let out = serve_fails("[server]\nlisten = \"nope\"\n");
+    assert!(
+        out.stderr.contains("server.listen"),
+        "stderr should name server.listen:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn unknown_field_names_the_field() {
+    let out = serve_fails("[server]\nlisten_port = 8080\n");
+    assert!(
+        out.stderr.contains("listen_port"),
+        "stderr should name listen_port:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn explicit_config_that_does_not_exist_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nowhere.toml");
+    let missing = missing.to_string_lossy().into_owned();
+    let start = Instant::now();
+    let out = run_raw(
+        dir.path(),
+        &["--config", &missing, "serve"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        !out.success(),
+        "serve ran without its config:\n{}",
+        out.all()
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(
+        out.stderr.contains("nowhere.toml"),
+        "stderr should name the missing file:\n{}",
+        out.stderr
+    );
+    let out = run_raw(
+        dir.path(),
+        &["--config", &missing, "keys", "list"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        !out.success(),
+        "keys list ran without its config:\n{}",
+        out.all()
+    );
+}
