@@ -7,6 +7,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod failpoint;
 pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod upstream;

@@ -4,3 +4,4 @@ pub mod keys;
 pub mod pool;
 pub mod refresh;
 pub mod supervisor;
+pub mod sync;

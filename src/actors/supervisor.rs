@@ -4,6 +4,7 @@
 use super::keys::{KeyCache, KeyRegistry};
 use super::pool::{AccountSlot, PoolActor, PoolState};
 use super::refresh::{RefreshCoordinator, RefreshGate, Track, Tracked};
+use super::sync::SyncActor;
 use crate::account_files;
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -22,6 +23,7 @@ pub struct Services {
     pub registry: Addr<KeyRegistry>,
     pub writer: StoreWriter,
     pub refresher: Addr<RefreshCoordinator>,
+    pub syncer: Addr<SyncActor>,
     pub admin_token: String,
     pub started: Instant,
     pub accounts_loaded: usize,
@@ -168,9 +170,15 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     let refresher =
         RefreshCoordinator::start_in_arbiter(&pool_arbiter.handle(), move |_| coordinator);
     refresher.do_send(Track { accounts: tracked });
+    let (sync_config, sync_pools, sync_refresher) =
+        (config.clone(), pools.clone(), refresher.clone());
+    let syncer = SyncActor::start_in_arbiter(&pool_arbiter.handle(), move |_| {
+        SyncActor::new(sync_config, sync_pools, sync_refresher)
+    });
     Ok(Services {
         config,
         refresher,
+        syncer,
         tiers,
         pools,
         keys,

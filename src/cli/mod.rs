@@ -68,6 +68,16 @@ enum Command {
     },
     /// Lift an account's blacklist
     Recover { account: String },
+    /// Reconcile the account directory with the store now
+    Sync {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Version, uptime, store health, refresh timers, last sync
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl GlobalFlags {
@@ -94,5 +104,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Keys { action } => keys::keys(&config, action),
         Command::Pool { json } => pool::pool(&config, json),
         Command::Recover { account } => pool::recover(&config, &account),
+        Command::Sync { json } => pool::sync(&config, json),
+        Command::Status { json } => pool::status(&config, json),
     }
 }

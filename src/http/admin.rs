@@ -4,7 +4,9 @@
 use super::error::ApiError;
 use crate::actors::keys::{CreateKey, RevokeKey};
 use crate::actors::pool::{KeyDetails, RecoverAccount, ViewPool};
+use crate::actors::refresh::{Recovered, ViewRefresh};
 use crate::actors::supervisor::Services;
+use crate::actors::sync::{LastSync, SyncNow};
 use crate::clock::{now_ms, rfc3339};
 use crate::domain::api_key::digest_hex;
 use crate::domain::valid_account_name;
@@ -186,17 +188,33 @@ pub async fn revoke_key(
 
 pub async fn pool(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &svc)?;
-    let mut tiers = Vec::new();
+    let refresh = svc
+        .refresher
+        .send(ViewRefresh)
+        .await
+        .map_err(|e| ApiError::Internal(format!("refresh coordinator: {e}")))?;
     let mut names: Vec<&String> = svc.pools.keys().collect();
     names.sort();
+    let mut tiers = Vec::new();
     for name in names {
-        if let Some(pool) = svc.pools.get(name) {
-            let view = pool
-                .send(ViewPool)
-                .await
-                .map_err(|e| ApiError::Internal(format!("pool: {e}")))?;
-            tiers.push(view);
+        let Some(pool) = svc.pools.get(name) else {
+            continue;
+        };
+        let view = pool
+            .send(ViewPool)
+            .await
+            .map_err(|e| ApiError::Internal(format!("pool: {e}")))?;
+        let mut view = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
+        // Each account's refresh state sits beside its slots and status.
+        if let Some(accounts) = view["accounts"].as_array_mut() {
+            for account in accounts {
+                let state = refresh.accounts.iter().find(|r| {
+                    &r.tier == name && account["name"].as_str() == Some(r.account.as_str())
+                });
+                account["refresh"] = serde_json::to_value(state).unwrap_or_default();
+            }
         }
+        tiers.push(view);
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"tiers": tiers})))
 }
@@ -233,6 +251,12 @@ pub async fn recover(
             recovered.push(tier.clone());
         }
     }
+    for tier in &recovered {
+        svc.refresher.do_send(Recovered {
+            tier: tier.clone(),
+            account: body.account.clone(),
+        });
+    }
     if recovered.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no account named `{}`; `pool` lists the accounts",
@@ -241,4 +265,33 @@ pub async fn recover(
     }
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"account": body.account, "recovered": true, "tiers": recovered})))
+}
+
+pub async fn sync(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &svc)?;
+    let report = svc
+        .syncer
+        .send(SyncNow)
+        .await
+        .map_err(|e| ApiError::Internal(format!("sync: {e}")))?
+        .map_err(ApiError::Internal)?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+pub async fn status(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &svc)?;
+    let refresh = svc
+        .refresher
+        .send(ViewRefresh)
+        .await
+        .map_err(|e| ApiError::Internal(format!("refresh coordinator: {e}")))?;
+    let last_sync = svc.syncer.send(LastSync).await.ok().flatten();
+    let store_ok = svc.writer.flush().await.is_ok();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": svc.started.elapsed().as_secs(),
+        "store": {"backend": "sqlite", "url": svc.config.store.url, "healthy": store_ok},
+        "refresh": refresh,
+        "last_sync": last_sync,
+    })))
 }

@@ -14,6 +14,7 @@ use crate::clock::{now_ms, rfc3339};
 use crate::domain::headers::return_response_header;
 use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
 use crate::domain::Credential;
+use crate::metrics::{metrics, tier_label};
 use crate::store::KeyRecord;
 use crate::upstream::{client, request, usage::UsageReader};
 use actix::Addr;
@@ -21,6 +22,7 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Instant;
 
 type Answer = awc::ClientResponse;
 
@@ -32,6 +34,8 @@ pub struct Exchange<'a> {
     pub body: Option<Bytes>,
     pub admission: Admission,
     pub ticket: Option<SettleTicket>,
+    /// When the client's request arrived.
+    pub started: Instant,
 }
 
 /// Upstream answers that mean "Claude did not serve this": the request is given back.
@@ -195,7 +199,10 @@ impl Exchange<'_> {
     pub async fn run(mut self) -> Result<HttpResponse, ApiError> {
         let mut retried = false;
         loop {
-            let answer = match self.send().await {
+            let sending = Instant::now();
+            let sent = self.send().await;
+            self.observe_timing(sending);
+            let answer = match sent {
                 Ok(answer) => answer,
                 Err(e) => {
                     self.refund();
@@ -245,6 +252,18 @@ impl Exchange<'_> {
         }
     }
 
+    /// Upstream latency, and the proxy's own share of the time so far.
+    fn observe_timing(&self, sending: Instant) {
+        let m = metrics();
+        let tier = tier_label(&self.key.tier);
+        m.upstream_latency
+            .get_or_create(&tier)
+            .observe(sending.elapsed().as_secs_f64());
+        m.proxy_overhead
+            .get_or_create(&tier)
+            .observe(sending.duration_since(self.started).as_secs_f64());
+    }
+
     fn head(&self, answer_headers: &header::HeaderMap, status: StatusCode) -> HttpResponseBuilder {
         let mut response = HttpResponse::build(status);
         for (name, value) in answer_headers.iter() {
@@ -289,7 +308,9 @@ impl Exchange<'_> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
+        let is_stream = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let usage = UsageReader::for_content_type(content_type);
-        response.streaming(Relay::new(answer, usage, self.ticket.take()))
+        let first_byte = is_stream.then(|| (self.started, self.key.tier.clone()));
+        response.streaming(Relay::new(answer, usage, self.ticket.take(), first_byte))
     }
 }

@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod exchange;
 pub mod health;
+pub mod metrics_endpoint;
 pub mod proxy;
 pub mod relay;
 mod server;
@@ -44,11 +45,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(metrics_endpoint::metrics_text))
     .route("/admin/keys", web::post().to(admin::create_key))
     .route("/admin/keys", web::get().to(admin::list_keys))
     .route("/admin/keys/{id}", web::get().to(admin::show_key))
     .route("/admin/keys/{id}", web::delete().to(admin::revoke_key))
     .route("/admin/pool", web::get().to(admin::pool))
     .route("/admin/recover", web::post().to(admin::recover))
+    .route("/admin/sync", web::post().to(admin::sync))
+    .route("/admin/status", web::get().to(admin::status))
     .default_service(web::to(not_found));
 }

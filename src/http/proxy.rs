@@ -12,11 +12,13 @@ use crate::clock::now_ms;
 use crate::domain::headers::is_claude_code;
 use crate::domain::identity::insert_identity;
 use crate::domain::{ApiKey, ModelFamily};
+use crate::metrics::{metrics, RequestLabels, TierFamily};
 use crate::store::KeyRecord;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How an endpoint is accounted.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub async fn messages(
     payload: web::Payload,
     svc: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    forward(req, Some(payload), svc, Kind::Messages).await
+    measured(req, Some(payload), svc, Kind::Messages).await
 }
 
 pub async fn count_tokens(
@@ -42,11 +44,51 @@ pub async fn count_tokens(
     payload: web::Payload,
     svc: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    forward(req, Some(payload), svc, Kind::CountTokens).await
+    measured(req, Some(payload), svc, Kind::CountTokens).await
 }
 
 pub async fn models(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResponse, ApiError> {
-    forward(req, None, svc, Kind::Models).await
+    measured(req, None, svc, Kind::Models).await
+}
+
+/// What a request turned out to be, for its metrics.
+#[derive(Default)]
+struct Seen {
+    tier: Option<String>,
+    family: Option<ModelFamily>,
+}
+
+async fn measured(
+    req: HttpRequest,
+    payload: Option<web::Payload>,
+    svc: web::Data<Services>,
+    kind: Kind,
+) -> Result<HttpResponse, ApiError> {
+    let mut seen = Seen::default();
+    let result = forward(req, payload, svc, kind, &mut seen).await;
+    let status = match &result {
+        Ok(r) => r.status(),
+        Err(e) => actix_web::ResponseError::status_code(e),
+    };
+    let tier = seen.tier.unwrap_or_else(|| "none".into());
+    let family = seen.family.map_or("none", ModelFamily::as_str);
+    let m = metrics();
+    m.requests
+        .get_or_create(&RequestLabels {
+            tier: tier.clone(),
+            family: family.to_string(),
+            status: status.as_u16(),
+        })
+        .inc();
+    if let Err(ApiError::Pool(PoolError::RateLimited { .. })) = &result {
+        m.rate_limited
+            .get_or_create(&TierFamily {
+                tier,
+                family: family.to_string(),
+            })
+            .inc();
+    }
+    result
 }
 
 /// Claude Code's telemetry: answered here, never forwarded.
@@ -118,13 +160,17 @@ async fn forward(
     payload: Option<web::Payload>,
     svc: web::Data<Services>,
     kind: Kind,
+    seen: &mut Seen,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let key = authenticate(&req, &svc)?;
+    seen.tier = Some(key.tier.clone());
     let (body, family) = match payload {
         Some(payload) => {
             let body = read_limited(&req, payload, svc.config.server.body_limit).await?;
             let model = model_of(&body)?;
             let family = (kind == Kind::Messages).then(|| ModelFamily::of_model(&model));
+            seen.family = family;
             (Some(with_identity(&req, &svc, &model, body)), family)
         }
         None => (None, None),
@@ -163,6 +209,7 @@ async fn forward(
     log_admission(&key, &admission);
     let ticket = admission.family.map(|family| SettleTicket {
         pool: pool.clone(),
+        tier: key.tier.clone(),
         key_id: key.id.clone(),
         account: admission.account.clone(),
         family,
@@ -176,6 +223,7 @@ async fn forward(
         body,
         admission,
         ticket,
+        started,
     }
     .run()
     .await

@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 /// What settling a request needs to know.
 pub struct SettleTicket {
     pub pool: Addr<PoolActor>,
+    pub tier: String,
     pub key_id: String,
     pub account: Arc<str>,
     pub family: ModelFamily,
@@ -23,6 +24,24 @@ pub struct SettleTicket {
 
 impl SettleTicket {
     pub fn settle(self, outcome: Outcome) {
+        if let Outcome::Served(usage) = &outcome {
+            let m = crate::metrics::metrics();
+            for (kind, n) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cache_creation", usage.cache_creation_input_tokens),
+                ("cache_read", usage.cache_read_input_tokens),
+            ] {
+                if n > 0 {
+                    m.tokens
+                        .get_or_create(&crate::metrics::TokenLabels {
+                            tier: self.tier.clone(),
+                            kind: kind.to_string(),
+                        })
+                        .inc_by(n);
+                }
+            }
+        }
         self.pool.do_send(Settle {
             key_id: self.key_id,
             account: self.account,
@@ -33,18 +52,28 @@ impl SettleTicket {
     }
 }
 
+/// A streamed answer's first byte, to be timed once: (request start, tier).
+pub type FirstByteClock = Option<(std::time::Instant, String)>;
+
 pub struct Relay<S> {
     inner: Pin<Box<S>>,
     usage: UsageReader,
     ticket: Option<SettleTicket>,
+    first_byte: FirstByteClock,
 }
 
 impl<S> Relay<S> {
-    pub fn new(inner: S, usage: UsageReader, ticket: Option<SettleTicket>) -> Relay<S> {
+    pub fn new(
+        inner: S,
+        usage: UsageReader,
+        ticket: Option<SettleTicket>,
+        first_byte: FirstByteClock,
+    ) -> Relay<S> {
         Relay {
             inner: Box::pin(inner),
             usage,
             ticket,
+            first_byte,
         }
     }
 
@@ -65,6 +94,12 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
+                if let Some((started, tier)) = self.first_byte.take() {
+                    crate::metrics::metrics()
+                        .stream_first_byte
+                        .get_or_create(&crate::metrics::tier_label(&tier))
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 if self.ticket.is_some() {
                     self.usage.feed(&chunk);
                 }

@@ -177,3 +177,33 @@ impl Handler<GetCredential> for PoolActor {
             .map(|s| s.credential.clone())
     }
 }
+
+impl Handler<SyncAccounts> for PoolActor {
+    type Result = MessageResult<SyncAccounts>;
+
+    fn handle(&mut self, msg: SyncAccounts, _: &mut Context<Self>) -> Self::Result {
+        let (delta, ops) = self.state.sync_accounts(msg.files);
+        self.write_all(ops);
+        MessageResult(delta)
+    }
+}
+
+impl Handler<AccountExpiries> for PoolActor {
+    type Result = MessageResult<AccountExpiries>;
+
+    fn handle(&mut self, _: AccountExpiries, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.state
+                .accounts
+                .iter()
+                .map(|(name, slot)| {
+                    (
+                        name.clone(),
+                        slot.credential.expires_at,
+                        slot.credential.refresh_token.is_some(),
+                    )
+                })
+                .collect(),
+        )
+    }
+}

@@ -1,6 +1,6 @@
 //! Messages a PoolActor answers.
 
-use super::{Admission, Outcome, PoolError, PoolView};
+use super::{Admission, Outcome, PoolError, PoolView, SyncDelta};
 use crate::domain::{Credential, Millis, ModelFamily};
 use crate::store::{KeyRecord, Usage};
 use actix::Message;
@@ -84,3 +84,15 @@ pub struct KeyDetails {
 pub struct GetCredential {
     pub account: String,
 }
+
+/// Reconcile with the tier's account files: (name, credential read from the file).
+#[derive(Message)]
+#[rtype(result = "SyncDelta")]
+pub struct SyncAccounts {
+    pub files: Vec<(String, Credential)>,
+}
+
+/// Every account's credential expiry, for the refresh coordinator.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Option<Millis>, bool)>")]
+pub struct AccountExpiries;

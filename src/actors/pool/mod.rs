@@ -10,5 +10,5 @@ mod view;
 pub use actor::PoolActor;
 pub use error::PoolError;
 pub use messages::*;
-pub use state::{AccountSlot, Admission, Changes, Outcome, PoolState};
+pub use state::{AccountSlot, Admission, Changes, Outcome, PoolState, SyncDelta};
 pub use view::{AccountView, PoolView};

@@ -275,6 +275,7 @@ impl RefreshCoordinator {
         match &outcome {
             Ok((credential, called_endpoint)) => {
                 if *called_endpoint {
+                    crate::metrics::count_refresh("success");
                     log::info!("refresh succeeded: {}", id.1);
                     self.lock_until = now + Self::ms(self.cfg.success_lock);
                     self.persist_timers();
@@ -285,12 +286,17 @@ impl RefreshCoordinator {
                 }
             }
             Err(RefreshError::RateLimited(wait)) => {
+                crate::metrics::count_refresh("rate_limited");
                 let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
                 log::warn!("refresh failed: {}: token endpoint rate limited; all refreshes pause {wait} ms", id.1);
                 self.paused_until = now.saturating_add(wait);
                 self.persist_timers();
             }
             Err(e) => {
+                crate::metrics::count_refresh(match e {
+                    RefreshError::InvalidGrant => "invalid_grant",
+                    _ => "failure",
+                });
                 log::warn!("refresh failed: {}: {e}", id.1);
                 let cooldown = Self::ms(self.cfg.cooldown);
                 if let Some(plan) = self.accounts.get_mut(&id) {

@@ -108,6 +108,7 @@ impl RefreshGate {
         if let Err(e) = stored {
             log::error!("refreshed credential of {account} not saved to the store: {e}");
         }
+        crate::failpoint::hit("after-credential-store-write");
         let path = self.account_path(tier, account);
         let to_write = fresh.clone();
         let written =

@@ -136,7 +136,10 @@ mod tests {
             c(1_500),
         ];
         // B is not due before its own start; when it is, A's cooldown doesn't hold it back.
-        assert_eq!(decide(&cands, 1_000, 0, 100, 0, 0), Decision::WaitUntil(1_500));
+        assert_eq!(
+            decide(&cands, 1_000, 0, 100, 0, 0),
+            Decision::WaitUntil(1_500)
+        );
         assert_eq!(decide(&cands, 1_500, 0, 100, 0, 0), Decision::Refresh(1));
         let only = [Candidate {
             deadline: 1_000,
