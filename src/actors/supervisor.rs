@@ -9,7 +9,10 @@ use crate::account_files;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::Tier;
-use crate::store::{KeyStatus, SqliteStore, StoreError, StoreWriter, StoredState, WriteOp};
+use crate::store::redis::RedisStore;
+use crate::store::{
+    Backend, KeyStatus, SqliteStore, StoreError, StoreWriter, StoredState, WriteOp,
+};
 use actix::{Actor, Addr, Arbiter};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ pub struct Services {
     pub pools: Arc<HashMap<String, Addr<PoolActor>>>,
     pub keys: KeyCache,
     pub registry: Addr<KeyRegistry>,
-    pub writer: StoreWriter,
+    pub backend: Backend,
     pub refresher: Addr<RefreshCoordinator>,
     pub syncer: Addr<SyncActor>,
     pub admin_token: String,
@@ -117,31 +120,62 @@ fn build_pools(
     (pools, tracked)
 }
 
-/// Starts everything; must run inside the actix system.
-pub fn start(config: Config, admin_token: String) -> Result<Services, StartError> {
-    let path = config.sqlite_path().ok_or_else(|| {
-        StartError::Other("this build serves the embedded store (sqlite:<path>) only".into())
-    })?;
-    let store = SqliteStore::open(&path)?;
+/// What the store gives the actors at start-up.
+struct Loaded {
+    backend: Backend,
+    pool_actors: Vec<(String, PoolActor)>,
+    keys: Vec<crate::store::KeyRecord>,
+    tracked: Vec<Tracked>,
+    refresh: HashMap<(String, String), crate::store::RefreshRecord>,
+    refresh_timers: (i64, i64),
+}
+
+/// Embedded: everything is loaded into memory; the writer thread persists from then on.
+fn load_embedded(config: &Config, path: &std::path::Path) -> Result<Loaded, StartError> {
+    let store = SqliteStore::open(path)?;
     let mut stored = store.load_all()?;
     let writer = StoreWriter::start(store)?;
-    let (states, tracked) = build_pools(&config, &stored, &writer);
-    let accounts_loaded = tracked.len();
+    let (states, tracked) = build_pools(config, &stored, &writer);
+    let pool_actors = states
+        .into_iter()
+        .map(|(name, state)| (name, PoolActor::new(state, writer.clone())))
+        .collect();
+    Ok(Loaded {
+        backend: Backend::Embedded(writer),
+        pool_actors,
+        keys: std::mem::take(&mut stored.keys),
+        tracked,
+        refresh: std::mem::take(&mut stored.refresh),
+        refresh_timers: stored.refresh_timers,
+    })
+}
 
-    let pool_arbiter = Arbiter::new();
-    let mut pools = HashMap::new();
-    for (name, state) in states {
-        let w = writer.clone();
-        let addr =
-            PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| PoolActor::new(state, w));
-        pools.insert(name, addr);
-    }
-    let pools = Arc::new(pools);
+/// Redis: nothing to load; Redis is the authority and the first sync fills in the accounts.
+fn load_redis(config: &Config, tiers: &HashMap<String, Tier>) -> Result<Loaded, StartError> {
+    let store = RedisStore::open(&config.store.url, &config.store.prefix)?;
+    let pool_actors = tiers
+        .iter()
+        .map(|(name, tier)| (name.clone(), PoolActor::redis(store.pool(tier.clone()))))
+        .collect();
+    let loader = store.clone();
+    actix::spawn(async move {
+        match loader.load_scripts().await {
+            Ok(()) => log::info!("Redis scripts loaded"),
+            Err(e) => log::warn!("Redis scripts not loaded yet ({e}); they load on first use"),
+        }
+    });
+    Ok(Loaded {
+        backend: Backend::Redis(store),
+        pool_actors,
+        keys: Vec::new(),
+        tracked: Vec::new(),
+        refresh: HashMap::new(),
+        refresh_timers: (0, 0),
+    })
+}
 
-    let keys = KeyCache::default();
-    for record in std::mem::take(&mut stored.keys) {
-        keys.insert(record);
-    }
+/// Starts everything; must run inside the actix system.
+pub fn start(config: Config, admin_token: String) -> Result<Services, StartError> {
     let tiers: Arc<HashMap<String, Tier>> = Arc::new(
         config
             .tiers
@@ -149,32 +183,58 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
             .map(|(n, t)| (n.clone(), Tier::from_config(n, t)))
             .collect(),
     );
+    let loaded = match config.sqlite_path() {
+        Some(path) => load_embedded(&config, &path)?,
+        None => load_redis(&config, &tiers)?,
+    };
+    let accounts_loaded = loaded.tracked.len();
+    let backend = loaded.backend;
+
+    let pool_arbiter = Arbiter::new();
+    let mut pools = HashMap::new();
+    for (name, actor) in loaded.pool_actors {
+        pools.insert(
+            name,
+            PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| actor),
+        );
+    }
+    let pools = Arc::new(pools);
+
+    let keys = KeyCache::default();
+    for record in loaded.keys {
+        keys.insert(record);
+    }
     let registry = KeyRegistry::new(
         keys.clone(),
-        writer.clone(),
+        backend.clone(),
         pools.clone(),
         tiers.clone(),
         config.keys.sweep_interval.get(),
     )
     .start();
     let config = Arc::new(config);
-    let gate = RefreshGate::new(config.clone(), writer.clone());
+    let gate = RefreshGate::new(config.clone(), backend.clone());
     let coordinator = RefreshCoordinator::new(
         config.refresh.clone(),
         gate,
         pools.clone(),
-        writer.clone(),
-        stored.refresh,
-        stored.refresh_timers,
+        backend.clone(),
+        loaded.refresh,
+        loaded.refresh_timers,
     );
     let refresher =
         RefreshCoordinator::start_in_arbiter(&pool_arbiter.handle(), move |_| coordinator);
-    refresher.do_send(Track { accounts: tracked });
+    refresher.do_send(Track {
+        accounts: loaded.tracked,
+    });
     let (sync_config, sync_pools, sync_refresher) =
         (config.clone(), pools.clone(), refresher.clone());
     let syncer = SyncActor::start_in_arbiter(&pool_arbiter.handle(), move |_| {
         SyncActor::new(sync_config, sync_pools, sync_refresher)
     });
+    if let Backend::Redis(store) = &backend {
+        watch_redis(store.clone(), syncer.clone());
+    }
     Ok(Services {
         config,
         refresher,
@@ -183,9 +243,35 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
         pools,
         keys,
         registry,
-        writer,
+        backend,
         admin_token,
         started: Instant::now(),
         accounts_loaded,
     })
+}
+
+/// Pings Redis twice a second: a broken connection is re-made before a request meets it,
+/// and when Redis comes back (perhaps empty, without persistence) the accounts are synced
+/// into it again at once.
+fn watch_redis(store: RedisStore, syncer: Addr<SyncActor>) {
+    actix::spawn(async move {
+        let mut was_down = false;
+        loop {
+            actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+            match store.ping().await {
+                Ok(()) if was_down => {
+                    log::info!("Redis is reachable again; syncing accounts");
+                    was_down = false;
+                    syncer.do_send(crate::actors::sync::SyncNow);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    if !was_down {
+                        log::error!("Redis unreachable: {e}; requests get 503 until it returns");
+                    }
+                    was_down = true;
+                }
+            }
+        }
+    });
 }

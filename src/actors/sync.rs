@@ -12,6 +12,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncReport {
     pub added: usize,
@@ -89,6 +91,7 @@ async fn run_sync(
         let delta = pool
             .send(SyncAccounts { files })
             .await
+            .map_err(|e| format!("pool {tier}: {e}"))?
             .map_err(|e| format!("pool {tier}: {e}"))?;
         report.added += delta.added.len();
         report.updated += delta.updated.len();
@@ -155,9 +158,14 @@ impl Handler<SyncNow> for SyncActor {
             self.pools.clone(),
             self.refresher.clone(),
         );
-        Box::pin(work.into_actor(self).map(|result, act, _| {
-            if let Ok(report) = &result {
-                act.last = Some(report.clone());
+        Box::pin(work.into_actor(self).map(|result, act, ctx| {
+            match &result {
+                Ok(report) => act.last = Some(report.clone()),
+                Err(e) => {
+                    // Usually the store is down: try again soon rather than at the next interval.
+                    log::warn!("sync failed: {e}; retrying in {RETRY:?}");
+                    ctx.notify_later(SyncNow, RETRY);
+                }
             }
             result
         }))

@@ -70,7 +70,10 @@ pub fn pool(config: &Config, as_json: bool) -> Result<(), String> {
                     "  refresh failures {failures}{}{}",
                     r["cooldown_until"]
                         .as_i64()
-                        .map_or(String::new(), |t| format!(", cooldown {}", relative(t, now))),
+                        .map_or(String::new(), |t| format!(
+                            ", cooldown {}",
+                            relative(t, now)
+                        )),
                     r["last_error"]
                         .as_str()
                         .map_or(String::new(), |e| format!(", last: {e}"))

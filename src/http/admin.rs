@@ -10,7 +10,7 @@ use crate::actors::sync::{LastSync, SyncNow};
 use crate::clock::{now_ms, rfc3339};
 use crate::domain::api_key::digest_hex;
 use crate::domain::valid_account_name;
-use crate::store::{KeyRecord, Usage};
+use crate::store::{Backend, KeyRecord, Usage};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -136,9 +136,8 @@ pub async fn list_keys(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &svc)?;
     let now = now_ms();
-    let records: Vec<Arc<KeyRecord>> = svc
-        .keys
-        .all()
+    let records: Vec<Arc<KeyRecord>> = all_keys(&svc)
+        .await?
         .into_iter()
         .filter(|r| filter.tier.as_ref().is_none_or(|t| &r.tier == t))
         .filter(|r| {
@@ -151,8 +150,34 @@ pub async fn list_keys(
     Ok(HttpResponse::Ok().json(serde_json::json!({"keys": views(&svc, records).await})))
 }
 
-fn find_key(svc: &Services, id: &str) -> Result<Arc<KeyRecord>, ApiError> {
-    svc.keys.find_id(id).ok_or_else(|| {
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    ApiError::Pool(crate::actors::pool::PoolError::Store(e.to_string()))
+}
+
+/// Every key: this instance's cache, or Redis, which every instance shares.
+async fn all_keys(svc: &Services) -> Result<Vec<Arc<KeyRecord>>, ApiError> {
+    match &svc.backend {
+        Backend::Embedded(_) => Ok(svc.keys.all()),
+        Backend::Redis(store) => Ok(store
+            .list_keys()
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(Arc::new)
+            .collect()),
+    }
+}
+
+async fn find_key(svc: &Services, id: &str) -> Result<Arc<KeyRecord>, ApiError> {
+    let found = match &svc.backend {
+        Backend::Embedded(_) => svc.keys.find_id(id),
+        Backend::Redis(store) => store
+            .key_by_id(id)
+            .await
+            .map_err(store_error)?
+            .map(Arc::new),
+    };
+    found.ok_or_else(|| {
         ApiError::NotFound(format!("no key with id `{id}`; `keys list` shows the ids"))
     })
 }
@@ -163,7 +188,7 @@ pub async fn show_key(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &svc)?;
-    let record = find_key(&svc, &id)?;
+    let record = find_key(&svc, &id).await?;
     let mut views = views(&svc, vec![record]).await;
     Ok(HttpResponse::Ok().json(views.pop()))
 }
@@ -174,7 +199,7 @@ pub async fn revoke_key(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &svc)?;
-    find_key(&svc, &id)?;
+    find_key(&svc, &id).await?;
     let record = svc
         .registry
         .send(RevokeKey {
@@ -203,7 +228,7 @@ pub async fn pool(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResp
         let view = pool
             .send(ViewPool)
             .await
-            .map_err(|e| ApiError::Internal(format!("pool: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("pool: {e}")))??;
         let mut view = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
         // Each account's refresh state sits beside its slots and status.
         if let Some(accounts) = view["accounts"].as_array_mut() {
@@ -286,11 +311,11 @@ pub async fn status(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpRe
         .await
         .map_err(|e| ApiError::Internal(format!("refresh coordinator: {e}")))?;
     let last_sync = svc.syncer.send(LastSync).await.ok().flatten();
-    let store_ok = svc.writer.flush().await.is_ok();
+    let store_ok = svc.backend.healthy().await;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": svc.started.elapsed().as_secs(),
-        "store": {"backend": "sqlite", "url": svc.config.store.url, "healthy": store_ok},
+        "store": {"backend": svc.backend.name(), "url": crate::store::redacted_url(&svc.config.store.url), "healthy": store_ok},
         "refresh": refresh,
         "last_sync": last_sync,
     })))

@@ -58,7 +58,12 @@ impl From<AuthError> for ApiError {
 
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> ApiError {
-        ApiError::Pool(e)
+        match e {
+            PoolError::KeyUnknown => ApiError::Unauthorized,
+            PoolError::KeyRevoked => ApiError::KeyRevoked,
+            PoolError::KeyExpired => ApiError::KeyExpired,
+            other => ApiError::Pool(other),
+        }
     }
 }
 
@@ -94,6 +99,9 @@ impl ApiError {
                 PoolError::FamilyNotAllowed { .. } => "permission_error",
                 PoolError::RateLimited { .. } => "rate_limit_error",
                 PoolError::UnknownAccount { .. } => "not_found_error",
+                PoolError::KeyUnknown | PoolError::KeyRevoked | PoolError::KeyExpired => {
+                    "authentication_error"
+                }
                 PoolError::AccountFull { .. } => "invalid_request_error",
                 PoolError::NoAccounts { .. }
                 | PoolError::AtCapacity { .. }
@@ -164,6 +172,9 @@ impl ResponseError for ApiError {
                 PoolError::FamilyNotAllowed { .. } => StatusCode::FORBIDDEN,
                 PoolError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 PoolError::UnknownAccount { .. } => StatusCode::NOT_FOUND,
+                PoolError::KeyUnknown | PoolError::KeyRevoked | PoolError::KeyExpired => {
+                    StatusCode::UNAUTHORIZED
+                }
                 PoolError::AccountFull { .. } => StatusCode::CONFLICT,
                 PoolError::NoAccounts { .. }
                 | PoolError::AtCapacity { .. }

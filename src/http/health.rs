@@ -9,7 +9,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready when the store answers and at least one account is loaded.
 pub async fn readyz(svc: web::Data<Services>) -> HttpResponse {
-    let store_ok = svc.writer.flush().await.is_ok();
+    let store_ok = svc.backend.healthy().await;
     let accounts = svc.accounts_loaded;
     let body = serde_json::json!({"store": store_ok, "accounts": accounts});
     if store_ok && accounts > 0 {

@@ -16,7 +16,7 @@ pub async fn metrics_text(
     }
     let m = metrics();
     for (tier, pool) in svc.pools.iter() {
-        let Ok(view) = pool.send(ViewPool).await else {
+        let Ok(Ok(view)) = pool.send(ViewPool).await else {
             continue;
         };
         m.slots_used

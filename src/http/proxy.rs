@@ -5,6 +5,7 @@ use super::body::{model_of, read_limited};
 use super::error::ApiError;
 use super::exchange::Exchange;
 use super::relay::SettleTicket;
+use crate::actors::keys::AuthError;
 use crate::actors::pool::{Admission, Admit, PoolError};
 use crate::actors::refresh::NextAttempt;
 use crate::actors::supervisor::Services;
@@ -13,6 +14,7 @@ use crate::domain::headers::is_claude_code;
 use crate::domain::identity::insert_identity;
 use crate::domain::{ApiKey, ModelFamily};
 use crate::metrics::{metrics, RequestLabels, TierFamily};
+use crate::store::Backend;
 use crate::store::KeyRecord;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -96,13 +98,26 @@ pub async fn telemetry() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({}))
 }
 
-fn authenticate(req: &HttpRequest, svc: &Services) -> Result<Arc<KeyRecord>, ApiError> {
+async fn authenticate(req: &HttpRequest, svc: &Services) -> Result<Arc<KeyRecord>, ApiError> {
     let headers = req.headers();
     let key = ApiKey::from_headers(
         headers.get("x-api-key").map(|v| v.as_bytes()),
         headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
     )?;
-    Ok(svc.keys.authenticate(&key, now_ms())?)
+    match (svc.keys.authenticate(&key, now_ms()), &svc.backend) {
+        // A key made by another instance sharing Redis: learn it once. Its status is
+        // checked again, atomically, by every admission in Redis.
+        (Err(AuthError::Unknown), Backend::Redis(store)) => {
+            let record = store
+                .key_by_digest(&key.digest())
+                .await
+                .map_err(|e| ApiError::Pool(PoolError::Store(e.to_string())))?
+                .ok_or(ApiError::Unauthorized)?;
+            svc.keys.insert(record);
+            Ok(svc.keys.authenticate(&key, now_ms())?)
+        }
+        (result, _) => Ok(result?),
+    }
 }
 
 /// Puts Claude Code's identity first in `system` when the client is not Claude Code.
@@ -163,7 +178,7 @@ async fn forward(
     seen: &mut Seen,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let key = authenticate(&req, &svc)?;
+    let key = authenticate(&req, &svc).await?;
     seen.tier = Some(key.tier.clone());
     let (body, family) = match payload {
         Some(payload) => {

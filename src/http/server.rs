@@ -12,7 +12,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let services = supervisor::start(config, token).map_err(|e| e.to_string())?;
-        let writer = services.writer.clone();
+        let backend = services.backend.clone();
         let data = web::Data::new(services);
         let cfg = data.config.clone();
         let workers = match cfg.server.workers {
@@ -41,7 +41,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             .run()
             .await
             .map_err(|e| format!("server stopped: {e}"));
-        match writer.flush().await {
+        match backend.flush().await {
             Ok(()) => log::info!("store flushed; bye"),
             Err(e) => log::error!("store flush at shutdown failed: {e}"),
         }

@@ -5,7 +5,7 @@ use super::KeyCache;
 use crate::actors::pool::{BindFixed, PoolActor, PoolError, Release};
 use crate::clock::now_ms;
 use crate::domain::{valid_account_name, Tier};
-use crate::store::{KeyRecord, KeyStatus, StoreWriter, WriteOp};
+use crate::store::{Backend, KeyRecord, KeyStatus};
 use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub struct KeyRegistry {
     cache: KeyCache,
-    writer: StoreWriter,
+    backend: Backend,
     pools: Arc<HashMap<String, actix::Addr<PoolActor>>>,
     tiers: Arc<HashMap<String, Tier>>,
     sweep_interval: Duration,
@@ -22,14 +22,14 @@ pub struct KeyRegistry {
 impl KeyRegistry {
     pub fn new(
         cache: KeyCache,
-        writer: StoreWriter,
+        backend: Backend,
         pools: Arc<HashMap<String, actix::Addr<PoolActor>>>,
         tiers: Arc<HashMap<String, Tier>>,
         sweep_interval: Duration,
     ) -> KeyRegistry {
         KeyRegistry {
             cache,
-            writer,
+            backend,
             pools,
             tiers,
             sweep_interval,
@@ -52,7 +52,7 @@ impl Handler<CreateKey> for KeyRegistry {
 
     fn handle(&mut self, msg: CreateKey, _: &mut Context<Self>) -> Self::Result {
         let cache = self.cache.clone();
-        let writer = self.writer.clone();
+        let backend = self.backend.clone();
         let tier = self.tiers.get(&msg.tier).cloned();
         let pool = self.pools.get(&msg.tier).cloned();
         Box::pin(async move {
@@ -78,9 +78,7 @@ impl Handler<CreateKey> for KeyRegistry {
                 .await
                 .unwrap_or(Err(PoolError::Unavailable))?;
             }
-            let stored = writer
-                .write_durable(vec![WriteOp::InsertKey(record.clone())])
-                .await;
+            let stored = backend.insert_key(&record).await;
             if let Err(e) = stored {
                 pool.do_send(Release {
                     key_id: record.id.clone(),
@@ -113,15 +111,25 @@ impl Handler<RevokeKey> for KeyRegistry {
     fn handle(&mut self, msg: RevokeKey, _: &mut Context<Self>) -> Self::Result {
         // Refused from this moment on; the disk write and the slot follow.
         let updated = self.cache.set_status(&msg.id, KeyStatus::Revoked);
-        let writer = self.writer.clone();
+        let backend = self.backend.clone();
         let pools = self.pools.clone();
         Box::pin(async move {
-            let record = updated.ok_or(KeyError::NotFound(msg.id))?;
-            writer
-                .write_durable(vec![WriteOp::SetKeyStatus {
-                    id: record.id.clone(),
-                    status: KeyStatus::Revoked,
-                }])
+            let record = match (updated, &backend) {
+                (Some(record), _) => record,
+                // Made by another instance sharing Redis.
+                (None, Backend::Redis(store)) => store
+                    .key_by_id(&msg.id)
+                    .await
+                    .map_err(|e| KeyError::Store(e.to_string()))?
+                    .map(|mut r| {
+                        r.status = KeyStatus::Revoked;
+                        Arc::new(r)
+                    })
+                    .ok_or(KeyError::NotFound(msg.id))?,
+                (None, Backend::Embedded(_)) => return Err(KeyError::NotFound(msg.id)),
+            };
+            backend
+                .set_key_status(&record.tier, &record.id, KeyStatus::Revoked)
                 .await
                 .map_err(|e| KeyError::Store(e.to_string()))?;
             if let Some(pool) = pools.get(&record.tier) {
@@ -136,18 +144,38 @@ impl Handler<RevokeKey> for KeyRegistry {
 }
 
 impl Handler<SweepExpired> for KeyRegistry {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: SweepExpired, _: &mut Context<Self>) {
-        let now = now_ms();
-        for record in self.cache.all() {
-            if record.status == KeyStatus::Active && record.status_at(now) == KeyStatus::Expired {
-                self.cache.set_status(&record.id, KeyStatus::Expired);
-                self.writer.write(WriteOp::SetKeyStatus {
-                    id: record.id.clone(),
-                    status: KeyStatus::Expired,
-                });
-                if let Some(pool) = self.pools.get(&record.tier) {
+    fn handle(&mut self, _: SweepExpired, _: &mut Context<Self>) -> Self::Result {
+        let (cache, backend, pools) =
+            (self.cache.clone(), self.backend.clone(), self.pools.clone());
+        Box::pin(async move {
+            let now = now_ms();
+            // With Redis, keys made by other instances expire here too.
+            let records: Vec<Arc<KeyRecord>> = match &backend {
+                Backend::Embedded(_) => cache.all(),
+                Backend::Redis(store) => match store.list_keys().await {
+                    Ok(keys) => keys.into_iter().map(Arc::new).collect(),
+                    Err(e) => {
+                        log::warn!("key sweep skipped: {e}");
+                        return;
+                    }
+                },
+            };
+            for record in records {
+                if record.status != KeyStatus::Active || record.status_at(now) != KeyStatus::Expired
+                {
+                    continue;
+                }
+                cache.set_status(&record.id, KeyStatus::Expired);
+                if let Err(e) = backend
+                    .set_key_status(&record.tier, &record.id, KeyStatus::Expired)
+                    .await
+                {
+                    log::warn!("key {} expired but not saved: {e}", record.prefix);
+                    continue;
+                }
+                if let Some(pool) = pools.get(&record.tier) {
                     pool.do_send(Release {
                         key_id: record.id.clone(),
                     });
@@ -158,6 +186,6 @@ impl Handler<SweepExpired> for KeyRegistry {
                     record.id
                 );
             }
-        }
+        })
     }
 }

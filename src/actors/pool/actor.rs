@@ -1,52 +1,83 @@
-//! The actor around a PoolState: answers from memory, persists through the writer.
+//! The actor around a pool. Embedded: answers from memory (one message at a time is what
+//! makes it exact) and persists through the writer. Redis: every message is one atomic
+//! script in Redis, so the actor only forwards and many requests can be in flight.
 
 use super::messages::*;
-use super::{Admission, Changes, PoolError, PoolState};
+use super::{Admission, Changes, PoolError, PoolState, PoolView, SyncDelta};
 use crate::clock::now_ms;
 use crate::domain::Credential;
+use crate::store::redis::RedisPool;
 use crate::store::{StoreWriter, Usage, WriteOp};
-use actix::{Actor, Context, Handler, MessageResult, Response};
+use actix::{Actor, Context, Handler, Response};
+use std::future::Future;
 use std::sync::Arc;
 
+pub enum PoolBackend {
+    Embedded {
+        state: PoolState,
+        writer: StoreWriter,
+    },
+    Redis(RedisPool),
+}
+
 pub struct PoolActor {
-    state: PoolState,
-    writer: StoreWriter,
+    backend: PoolBackend,
 }
 
 impl PoolActor {
     pub fn new(state: PoolState, writer: StoreWriter) -> PoolActor {
-        PoolActor { state, writer }
-    }
-
-    fn write_all(&self, ops: Vec<WriteOp>) {
-        for op in ops {
-            self.writer.write(op);
+        PoolActor {
+            backend: PoolBackend::Embedded { state, writer },
         }
     }
 
-    /// Lazy changes go now; the answer waits for the durable ones.
-    fn answer<T: 'static>(
-        &self,
-        changes: Changes,
-        result: Result<T, PoolError>,
-    ) -> Response<Result<T, PoolError>> {
-        self.write_all(changes.lazy);
-        if changes.durable.is_empty() {
-            return Response::reply(result);
+    pub fn redis(pool: RedisPool) -> PoolActor {
+        PoolActor {
+            backend: PoolBackend::Redis(pool),
         }
-        let saved = self.writer.write_durable(changes.durable);
-        Response::fut(async move {
-            saved.await.map_err(|e| PoolError::Store(e.to_string()))?;
-            result
-        })
     }
+}
+
+fn write_all(writer: &StoreWriter, ops: Vec<WriteOp>) {
+    for op in ops {
+        writer.write(op);
+    }
+}
+
+/// Lazy changes go now; the answer waits for the durable ones.
+fn answer<T: 'static>(
+    writer: &StoreWriter,
+    changes: Changes,
+    result: Result<T, PoolError>,
+) -> Response<Result<T, PoolError>> {
+    write_all(writer, changes.lazy);
+    if changes.durable.is_empty() {
+        return Response::reply(result);
+    }
+    let saved = writer.write_durable(changes.durable);
+    Response::fut(async move {
+        saved.await.map_err(|e| PoolError::Store(e.to_string()))?;
+        result
+    })
+}
+
+/// A Redis call answered when it completes; the actor moves on meanwhile.
+fn later<T: 'static>(work: impl Future<Output = T> + 'static) -> Response<T> {
+    Response::fut(work)
+}
+
+fn logged<T: Default>(what: &str, result: Result<T, PoolError>) -> T {
+    result.unwrap_or_else(|e| {
+        log::error!("{what}: {e}");
+        T::default()
+    })
 }
 
 impl Actor for PoolActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Admissions arrive in bursts; let the mailbox hold them rather than back-pressure.
+        // Admissions arrive in bursts; let the mailbox hold them rather than push back.
         ctx.set_mailbox_capacity(1 << 16);
     }
 }
@@ -55,32 +86,70 @@ impl Handler<Admit> for PoolActor {
     type Result = Response<Result<Admission, PoolError>>;
 
     fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
-        let (result, changes) = self.state.admit(&msg.key, msg.family, now_ms());
-        self.answer(changes, result)
+        match &mut self.backend {
+            PoolBackend::Embedded { state, writer } => {
+                let (result, changes) = state.admit(&msg.key, msg.family, now_ms());
+                answer(writer, changes, result)
+            }
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move { pool.admit(&msg.key, msg.family, now_ms()).await })
+            }
+        }
     }
 }
 
 impl Handler<Settle> for PoolActor {
-    type Result = ();
+    type Result = Response<()>;
 
-    fn handle(&mut self, msg: Settle, _: &mut Context<Self>) {
-        let ops = self.state.settle(
-            &msg.key_id,
-            &msg.account,
-            msg.family,
-            msg.window_started,
-            msg.outcome,
-        );
-        self.write_all(ops);
+    fn handle(&mut self, msg: Settle, _: &mut Context<Self>) -> Self::Result {
+        match &mut self.backend {
+            PoolBackend::Embedded { state, writer } => {
+                let ops = state.settle(
+                    &msg.key_id,
+                    &msg.account,
+                    msg.family,
+                    msg.window_started,
+                    msg.outcome,
+                );
+                write_all(writer, ops);
+                Response::reply(())
+            }
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    let done = pool
+                        .settle(
+                            &msg.key_id,
+                            &msg.account,
+                            msg.family,
+                            msg.window_started,
+                            msg.outcome,
+                        )
+                        .await;
+                    logged("settling a request in Redis", done);
+                })
+            }
+        }
     }
 }
 
 impl Handler<Release> for PoolActor {
-    type Result = ();
+    type Result = Response<()>;
 
-    fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
-        let ops = self.state.release(&msg.key_id);
-        self.write_all(ops);
+    fn handle(&mut self, msg: Release, _: &mut Context<Self>) -> Self::Result {
+        match &mut self.backend {
+            PoolBackend::Embedded { state, writer } => {
+                write_all(writer, state.release(&msg.key_id));
+                Response::reply(())
+            }
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    logged("releasing a slot in Redis", pool.release(&msg.key_id).await)
+                })
+            }
+        }
     }
 }
 
@@ -88,122 +157,239 @@ impl Handler<BindFixed> for PoolActor {
     type Result = Response<Result<(), PoolError>>;
 
     fn handle(&mut self, msg: BindFixed, _: &mut Context<Self>) -> Self::Result {
-        match self.state.bind_fixed(&msg.key_id, &msg.account) {
-            Ok(changes) => self.answer(changes, Ok(())),
-            Err(e) => Response::reply(Err(e)),
+        match &mut self.backend {
+            PoolBackend::Embedded { state, writer } => {
+                match state.bind_fixed(&msg.key_id, &msg.account) {
+                    Ok(changes) => answer(writer, changes, Ok(())),
+                    Err(e) => Response::reply(Err(e)),
+                }
+            }
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move { pool.bind_fixed(&msg.key_id, &msg.account).await })
+            }
         }
     }
 }
 
 impl Handler<BlacklistAccount> for PoolActor {
-    type Result = bool;
+    type Result = Response<bool>;
 
-    fn handle(&mut self, msg: BlacklistAccount, _: &mut Context<Self>) -> bool {
-        match self.state.blacklist(&msg.account, &msg.reason, now_ms()) {
-            Some(op) => {
-                log::warn!("Adding {} to blacklist: {}", msg.account, msg.reason);
-                self.writer.write(op);
-                true
+    fn handle(&mut self, msg: BlacklistAccount, _: &mut Context<Self>) -> Self::Result {
+        let now = now_ms();
+        match &mut self.backend {
+            PoolBackend::Embedded { state, writer } => {
+                let done = state
+                    .blacklist(&msg.account, &msg.reason, now)
+                    .map(|op| writer.write(op))
+                    .is_some();
+                if done {
+                    log::warn!("Adding {} to blacklist: {}", msg.account, msg.reason);
+                }
+                Response::reply(done)
             }
-            None => false,
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    let done = logged(
+                        "blacklisting in Redis",
+                        pool.blacklist(&msg.account, &msg.reason, now).await,
+                    );
+                    if done {
+                        log::warn!("Adding {} to blacklist: {}", msg.account, msg.reason);
+                    }
+                    done
+                })
+            }
         }
     }
 }
 
 impl Handler<RecoverAccount> for PoolActor {
-    type Result = bool;
+    type Result = Response<bool>;
 
-    fn handle(&mut self, msg: RecoverAccount, _: &mut Context<Self>) -> bool {
-        match self.state.recover(&msg.account) {
-            Some(op) => {
-                log::info!("recovered account: {}", msg.account);
-                self.writer.write(op);
-                true
+    fn handle(&mut self, msg: RecoverAccount, _: &mut Context<Self>) -> Self::Result {
+        let note = |done: bool, account: &str| {
+            if done {
+                log::info!("recovered account: {account}");
             }
-            None => false,
+            done
+        };
+        match &mut self.backend {
+            PoolBackend::Embedded { state, writer } => {
+                let done = state
+                    .recover(&msg.account)
+                    .map(|op| writer.write(op))
+                    .is_some();
+                Response::reply(note(done, &msg.account))
+            }
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    note(
+                        logged("recovering in Redis", pool.recover(&msg.account).await),
+                        &msg.account,
+                    )
+                })
+            }
         }
     }
 }
 
 impl Handler<MarkLimited> for PoolActor {
-    type Result = ();
+    type Result = Response<()>;
 
-    fn handle(&mut self, msg: MarkLimited, _: &mut Context<Self>) {
-        self.state.mark_limited(&msg.account, msg.until);
+    fn handle(&mut self, msg: MarkLimited, _: &mut Context<Self>) -> Self::Result {
+        match &mut self.backend {
+            PoolBackend::Embedded { state, .. } => {
+                state.mark_limited(&msg.account, msg.until);
+                Response::reply(())
+            }
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    logged(
+                        "marking limited in Redis",
+                        pool.mark_limited(&msg.account, msg.until).await,
+                    )
+                })
+            }
+        }
     }
 }
 
 impl Handler<UpdateCredential> for PoolActor {
-    type Result = bool;
+    type Result = Response<bool>;
 
-    fn handle(&mut self, msg: UpdateCredential, _: &mut Context<Self>) -> bool {
-        self.state.update_credential(&msg.account, msg.credential)
-    }
-}
-
-impl Handler<ViewPool> for PoolActor {
-    type Result = MessageResult<ViewPool>;
-
-    fn handle(&mut self, _: ViewPool, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.state.view(now_ms()))
-    }
-}
-
-impl Handler<KeyDetails> for PoolActor {
-    type Result = MessageResult<KeyDetails>;
-
-    fn handle(&mut self, msg: KeyDetails, _: &mut Context<Self>) -> Self::Result {
-        let details: Vec<(Option<String>, Usage)> = msg
-            .key_ids
-            .iter()
-            .map(|id| {
-                (
-                    self.state.bound_account(id).map(str::to_string),
-                    self.state.key_usage(id),
-                )
-            })
-            .collect();
-        MessageResult(details)
+    fn handle(&mut self, msg: UpdateCredential, _: &mut Context<Self>) -> Self::Result {
+        match &mut self.backend {
+            PoolBackend::Embedded { state, .. } => {
+                Response::reply(state.update_credential(&msg.account, msg.credential))
+            }
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    let stored = pool.update_credential(&msg.account, &msg.credential).await;
+                    logged(
+                        "storing a credential in Redis",
+                        stored.map(|c| c == msg.credential),
+                    )
+                })
+            }
+        }
     }
 }
 
 impl Handler<GetCredential> for PoolActor {
-    type Result = Option<Arc<Credential>>;
+    type Result = Response<Option<Arc<Credential>>>;
 
     fn handle(&mut self, msg: GetCredential, _: &mut Context<Self>) -> Self::Result {
-        self.state
-            .accounts
-            .get(&msg.account)
-            .map(|s| s.credential.clone())
+        match &mut self.backend {
+            PoolBackend::Embedded { state, .. } => Response::reply(
+                state
+                    .accounts
+                    .get(&msg.account)
+                    .map(|s| s.credential.clone()),
+            ),
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    logged(
+                        "reading a credential from Redis",
+                        pool.get_credential(&msg.account).await,
+                    )
+                    .map(Arc::new)
+                })
+            }
+        }
+    }
+}
+
+impl Handler<ViewPool> for PoolActor {
+    type Result = Response<Result<PoolView, PoolError>>;
+
+    fn handle(&mut self, _: ViewPool, _: &mut Context<Self>) -> Self::Result {
+        match &mut self.backend {
+            PoolBackend::Embedded { state, .. } => Response::reply(Ok(state.view(now_ms()))),
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move { pool.view(now_ms()).await })
+            }
+        }
+    }
+}
+
+impl Handler<KeyDetails> for PoolActor {
+    type Result = Response<Vec<(Option<String>, Usage)>>;
+
+    fn handle(&mut self, msg: KeyDetails, _: &mut Context<Self>) -> Self::Result {
+        match &mut self.backend {
+            PoolBackend::Embedded { state, .. } => Response::reply(
+                msg.key_ids
+                    .iter()
+                    .map(|id| {
+                        (
+                            state.bound_account(id).map(str::to_string),
+                            state.key_usage(id),
+                        )
+                    })
+                    .collect(),
+            ),
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    logged(
+                        "reading key details from Redis",
+                        pool.key_details(&msg.key_ids).await,
+                    )
+                })
+            }
+        }
     }
 }
 
 impl Handler<SyncAccounts> for PoolActor {
-    type Result = MessageResult<SyncAccounts>;
+    type Result = Response<Result<SyncDelta, PoolError>>;
 
     fn handle(&mut self, msg: SyncAccounts, _: &mut Context<Self>) -> Self::Result {
-        let (delta, ops) = self.state.sync_accounts(msg.files);
-        self.write_all(ops);
-        MessageResult(delta)
+        match &mut self.backend {
+            PoolBackend::Embedded { state, writer } => {
+                let (delta, ops) = state.sync_accounts(msg.files);
+                write_all(writer, ops);
+                Response::reply(Ok(delta))
+            }
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move { pool.sync_accounts(msg.files).await })
+            }
+        }
     }
 }
 
 impl Handler<AccountExpiries> for PoolActor {
-    type Result = MessageResult<AccountExpiries>;
+    type Result = Response<Vec<(String, Option<crate::domain::Millis>, bool)>>;
 
     fn handle(&mut self, _: AccountExpiries, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.state
-                .accounts
-                .iter()
-                .map(|(name, slot)| {
-                    (
-                        name.clone(),
-                        slot.credential.expires_at,
-                        slot.credential.refresh_token.is_some(),
-                    )
+        match &mut self.backend {
+            PoolBackend::Embedded { state, .. } => Response::reply(
+                state
+                    .accounts
+                    .iter()
+                    .map(|(name, slot)| {
+                        (
+                            name.clone(),
+                            slot.credential.expires_at,
+                            slot.credential.refresh_token.is_some(),
+                        )
+                    })
+                    .collect(),
+            ),
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move {
+                    logged("reading expiries from Redis", pool.account_expiries().await)
                 })
-                .collect(),
-        )
+            }
+        }
     }
 }

@@ -31,4 +31,10 @@ pub enum PoolError {
     Store(String),
     #[error("pool unavailable")]
     Unavailable,
+    #[error("unknown key")]
+    KeyUnknown,
+    #[error("key revoked")]
+    KeyRevoked,
+    #[error("key expired")]
+    KeyExpired,
 }

@@ -68,7 +68,7 @@ pub struct UpdateCredential {
 }
 
 #[derive(Message)]
-#[rtype(result = "PoolView")]
+#[rtype(result = "Result<PoolView, PoolError>")]
 pub struct ViewPool;
 
 /// Binding and usage of some keys, for the key listings.
@@ -87,7 +87,7 @@ pub struct GetCredential {
 
 /// Reconcile with the tier's account files: (name, credential read from the file).
 #[derive(Message)]
-#[rtype(result = "SyncDelta")]
+#[rtype(result = "Result<SyncDelta, PoolError>")]
 pub struct SyncAccounts {
     pub files: Vec<(String, Credential)>,
 }

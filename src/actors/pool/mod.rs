@@ -7,7 +7,7 @@ mod messages;
 mod state;
 mod view;
 
-pub use actor::PoolActor;
+pub use actor::{PoolActor, PoolBackend};
 pub use error::PoolError;
 pub use messages::*;
 pub use state::{AccountSlot, Admission, Changes, Outcome, PoolState, SyncDelta};

@@ -1,7 +1,7 @@
 //! A snapshot of a pool for the admin API: no secrets in it.
 
 use super::PoolState;
-use crate::domain::Millis;
+use crate::domain::{Millis, Tier};
 use crate::store::Usage;
 use serde::Serialize;
 
@@ -26,6 +26,25 @@ pub struct PoolView {
     pub capacity: u32,
     pub accounts: Vec<AccountView>,
     pub usage: Usage,
+}
+
+impl PoolView {
+    /// A tier's view from its accounts: the totals are summed here.
+    pub fn from_accounts(tier: &Tier, accounts: Vec<AccountView>) -> PoolView {
+        let mut usage = Usage::default();
+        for a in &accounts {
+            usage.add(&a.usage);
+        }
+        PoolView {
+            tier: tier.name.clone(),
+            slots_used: accounts.iter().map(|a| a.slots_used).sum(),
+            capacity: tier
+                .slots
+                .saturating_mul(u32::try_from(accounts.len()).unwrap_or(u32::MAX)),
+            accounts,
+            usage,
+        }
+    }
 }
 
 impl PoolState {
@@ -57,16 +76,6 @@ impl PoolState {
                 }
             })
             .collect();
-        let mut usage = Usage::default();
-        for a in &accounts {
-            usage.add(&a.usage);
-        }
-        PoolView {
-            tier: self.tier.name.clone(),
-            slots_used: accounts.iter().map(|a| a.slots_used).sum(),
-            capacity: slots.saturating_mul(u32::try_from(accounts.len()).unwrap_or(u32::MAX)),
-            accounts,
-            usage,
-        }
+        PoolView::from_accounts(&self.tier, accounts)
     }
 }

@@ -8,7 +8,8 @@ use crate::actors::pool::{BlacklistAccount, GetCredential, PoolActor};
 use crate::clock::now_ms;
 use crate::config::RefreshConfig;
 use crate::domain::{Credential, Millis};
-use crate::store::{RefreshRecord, StoreWriter, WriteOp};
+use crate::store::redis::{RefreshGrant, RefreshRules};
+use crate::store::{Backend, RefreshRecord, WriteOp};
 use crate::upstream::oauth::RefreshError;
 use actix::prelude::*;
 use serde::Serialize;
@@ -34,7 +35,17 @@ struct Plan {
     refreshable: bool,
     /// Refused for good (invalid_grant) until the operator recovers or sync re-reads it.
     rejected: bool,
+    /// Another instance used up this account's attempts (shared store).
+    exhausted: bool,
     record: RefreshRecord,
+}
+
+/// What one try of a refresh came to.
+enum Attempt {
+    Done(Result<RefreshOutcome, RefreshError>),
+    /// The shared rules said not yet: why, and for how many ms.
+    Deferred(String, Millis),
+    Exhausted,
 }
 
 type Waiter = oneshot::Sender<Result<Arc<Credential>, RefreshError>>;
@@ -43,7 +54,9 @@ pub struct RefreshCoordinator {
     cfg: RefreshConfig,
     gate: RefreshGate,
     pools: Arc<HashMap<String, Addr<PoolActor>>>,
-    writer: StoreWriter,
+    backend: Backend,
+    /// Names this instance in the shared refresh mutex.
+    owner: String,
     accounts: BTreeMap<AccountId, Plan>,
     lock_until: Millis,
     paused_until: Millis,
@@ -59,7 +72,7 @@ impl RefreshCoordinator {
         cfg: RefreshConfig,
         gate: RefreshGate,
         pools: Arc<HashMap<String, Addr<PoolActor>>>,
-        writer: StoreWriter,
+        backend: Backend,
         saved: HashMap<AccountId, RefreshRecord>,
         timers: (Millis, Millis),
     ) -> RefreshCoordinator {
@@ -79,7 +92,8 @@ impl RefreshCoordinator {
             cfg,
             gate,
             pools,
-            writer,
+            backend,
+            owner: uuid::Uuid::new_v4().to_string(),
             accounts,
             lock_until: timers.0,
             paused_until: timers.1,
@@ -102,6 +116,7 @@ impl RefreshCoordinator {
     fn may_try(&self, plan: &Plan, now: Millis) -> bool {
         plan.refreshable
             && !plan.rejected
+            && !plan.exhausted
             && self.failures_in_window(plan, now) < self.cfg.max_failures as usize
     }
 
@@ -216,6 +231,15 @@ impl RefreshCoordinator {
         }
     }
 
+    fn rules(&self) -> RefreshRules {
+        RefreshRules {
+            failure_window: Self::ms(self.cfg.failure_window),
+            max_failures: self.cfg.max_failures,
+            success_lock: Self::ms(self.cfg.success_lock),
+            cooldown: Self::ms(self.cfg.cooldown),
+        }
+    }
+
     fn start_refresh(&mut self, id: AccountId, ctx: &mut Context<Self>) {
         let Some(pool) = self.pools.get(&id.0).cloned() else {
             self.accounts.remove(&id);
@@ -225,27 +249,112 @@ impl RefreshCoordinator {
         self.in_flight = Some(id.clone());
         let gate = self.gate.clone();
         let (tier, name) = id.clone();
+        let known_expiry = self.accounts.get(&id).and_then(|p| p.expires_at);
+        let urgent = self.urgent.contains_key(&id);
+        let shared = match &self.backend {
+            Backend::Redis(store) => Some((store.clone(), self.rules(), self.owner.clone())),
+            Backend::Embedded(_) => None,
+        };
         let work = async move {
-            let current = pool
+            let current = match pool
                 .send(GetCredential {
                     account: name.clone(),
                 })
                 .await
-                .ok()
-                .flatten()
-                .ok_or_else(|| RefreshError::BadResponse("the account is gone".into()))?;
-            gate.refresh(&pool, &tier, &name, &current).await
+            {
+                Ok(Some(c)) => c,
+                _ => {
+                    return Attempt::Done(Err(RefreshError::BadResponse(
+                        "the account is gone".into(),
+                    )))
+                }
+            };
+            // Refreshed meanwhile (another instance, or a sync): nothing to do.
+            if !urgent && current.expires_at > known_expiry {
+                return Attempt::Done(Ok(RefreshOutcome::AlreadyNewer(current)));
+            }
+            let Some((store, rules, owner)) = shared else {
+                return Attempt::Done(gate.refresh(&pool, &tier, &name, &current).await);
+            };
+            match store
+                .refresh_begin(&tier, &name, now_ms(), &rules, &owner)
+                .await
+            {
+                Ok(RefreshGrant::Go) => {}
+                Ok(RefreshGrant::Wait(reason, wait)) => return Attempt::Deferred(reason, wait),
+                Ok(RefreshGrant::Exhausted) => return Attempt::Exhausted,
+                Err(e) => return Attempt::Deferred(format!("store unavailable ({e})"), 1_000),
+            }
+            let result = gate.refresh(&pool, &tier, &name, &current).await;
+            let (outcome, pause, error) = match &result {
+                Ok(RefreshOutcome::Refreshed(_)) => ("success", 0, String::new()),
+                Ok(RefreshOutcome::AlreadyNewer(_)) => ("skipped", 0, String::new()),
+                Err(RefreshError::RateLimited(d)) => (
+                    "paused",
+                    i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                    String::new(),
+                ),
+                Err(e) => ("failure", 0, e.to_string()),
+            };
+            if let Err(e) = store
+                .refresh_end(
+                    &tier,
+                    &name,
+                    now_ms(),
+                    outcome,
+                    &rules,
+                    pause,
+                    &error,
+                    &owner,
+                )
+                .await
+            {
+                log::error!("refresh outcome of {name} not recorded in the store: {e}");
+            }
+            Attempt::Done(result)
         };
-        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |attempt, act, ctx| {
             act.in_flight = None;
-            act.finish(id, result);
+            match attempt {
+                Attempt::Done(result) => act.finish(id, result),
+                Attempt::Deferred(reason, wait) => {
+                    let note = if reason == "locked" {
+                        format!("refresh blocked by global lock: {} waits {wait} ms", id.1)
+                    } else if reason == "cooldown" {
+                        format!("refresh cooldown: {}", id.1)
+                    } else {
+                        format!("refresh of {} waits {wait} ms: {reason}", id.1)
+                    };
+                    act.note_wait(note);
+                    act.schedule(ctx, now_ms() + wait.max(1));
+                    return;
+                }
+                Attempt::Exhausted => {
+                    log::warn!(
+                        "refresh failed: {}: no attempts left in the failure window",
+                        id.1
+                    );
+                    if let Some(plan) = act.accounts.get_mut(&id) {
+                        plan.exhausted = true;
+                    }
+                    act.answer_waiters(
+                        &id,
+                        &Err(RefreshError::BadResponse(
+                            "no refresh attempts left for this account".into(),
+                        )),
+                    );
+                }
+            }
             act.tick(ctx);
         }));
     }
 
     fn persist(&self, id: &AccountId) {
+        let Backend::Embedded(writer) = &self.backend else {
+            return;
+        };
         if let Some(plan) = self.accounts.get(id) {
-            self.writer.write(WriteOp::SetRefreshState {
+            writer.write(WriteOp::SetRefreshState {
                 tier: id.0.clone(),
                 account: id.1.clone(),
                 state: plan.record.clone(),
@@ -254,7 +363,10 @@ impl RefreshCoordinator {
     }
 
     fn persist_timers(&self) {
-        self.writer.write(WriteOp::SetRefreshTimers {
+        let Backend::Embedded(writer) = &self.backend else {
+            return;
+        };
+        writer.write(WriteOp::SetRefreshTimers {
             lock_until: self.lock_until,
             paused_until: self.paused_until,
         });
@@ -384,6 +496,7 @@ impl Handler<Track> for RefreshCoordinator {
                     expires_at: t.expires_at,
                     refreshable: t.refreshable,
                     rejected: false,
+                    exhausted: false,
                     record,
                 },
             );
@@ -438,6 +551,7 @@ impl Handler<Recovered> for RefreshCoordinator {
             .get_mut(&(msg.tier.clone(), msg.account.clone()))
         {
             plan.rejected = false;
+            plan.exhausted = false;
             plan.record = RefreshRecord::default();
         }
         self.persist(&(msg.tier, msg.account));

@@ -6,7 +6,7 @@ use crate::account_files;
 use crate::actors::pool::{GetCredential, PoolActor, UpdateCredential};
 use crate::config::Config;
 use crate::domain::Credential;
-use crate::store::{StoreWriter, WriteOp};
+use crate::store::Backend;
 use crate::upstream::{client, oauth, oauth::RefreshError};
 use actix::Addr;
 use parking_lot::Mutex;
@@ -35,15 +35,15 @@ type AccountLocks = Arc<Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<(
 #[derive(Clone)]
 pub struct RefreshGate {
     config: Arc<Config>,
-    writer: StoreWriter,
+    backend: Backend,
     locks: AccountLocks,
 }
 
 impl RefreshGate {
-    pub fn new(config: Arc<Config>, writer: StoreWriter) -> RefreshGate {
+    pub fn new(config: Arc<Config>, backend: Backend) -> RefreshGate {
         RefreshGate {
             config,
-            writer,
+            backend,
             locks: Arc::default(),
         }
     }
@@ -97,14 +97,7 @@ impl RefreshGate {
 
     /// Store first (it survives a crash between the two), then the file, then the pool.
     async fn save(&self, pool: &Addr<PoolActor>, tier: &str, account: &str, fresh: &Credential) {
-        let stored = self
-            .writer
-            .write_durable(vec![WriteOp::SetCredential {
-                tier: tier.to_string(),
-                account: account.to_string(),
-                credential: fresh.clone(),
-            }])
-            .await;
+        let stored = self.backend.save_credential(tier, account, fresh).await;
         if let Err(e) = stored {
             log::error!("refreshed credential of {account} not saved to the store: {e}");
         }
