@@ -11,6 +11,11 @@ use crate::store::{KeyRecord, KeyStatus, SqliteStore, WriteOp};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 2h or 90s ({e})"))
+}
+
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     /// trial, medium, high, supreme, or any configured tier
@@ -21,6 +26,9 @@ pub struct KeygenArgs {
     /// Lifetime in days (0: never expires); default: the tier's key_days
     #[arg(long)]
     days: Option<u32>,
+    /// Exact lifetime such as 2h or 90s (overrides --days)
+    #[arg(long, value_parser = parse_ttl)]
+    ttl: Option<std::time::Duration>,
     /// A note kept with the key (who it is for)
     #[arg(long)]
     note: Option<String>,
@@ -86,8 +94,8 @@ pub fn keygen(config: &Config, args: KeygenArgs) -> Result<(), String> {
             ));
         }
     }
-    let body =
-        json!({"tier": args.tier, "account": args.account, "days": args.days, "note": args.note});
+    let body = json!({"tier": args.tier, "account": args.account, "days": args.days,
+            "ttl": args.ttl.map(|t| humantime::format_duration(t).to_string()), "note": args.note});
     match call(config, "POST", "/admin/keys", Some(body)) {
         Ok(view) => {
             print_created(&view);
@@ -113,20 +121,25 @@ fn keygen_offline(config: &Config, tier: &Tier, args: KeygenArgs) -> Result<(), 
             ));
         }
     }
-    let mut store = open_store(config)?;
     let now = now_ms();
-    let days = args.days.unwrap_or(tier.key_days);
+    let lifetime = tier.key_lifetime(args.days, args.ttl);
     let (key, record) = KeyRecord::mint(
         &tier.name,
-        days,
+        lifetime,
         args.account.clone(),
         args.note.unwrap_or_default(),
         now,
     );
-    match store
-        .insert_key_checked(&record, tier.slots, now)
-        .map_err(|e| e.to_string())?
-    {
+    let inserted = match config.sqlite_path() {
+        Some(_) => open_store(config)?
+            .insert_key_checked(&record, tier.slots, now)
+            .map_err(|e| e.to_string())?,
+        None => {
+            super::redis_offline::insert(config, tier, &record)?;
+            Ok(())
+        }
+    };
+    match inserted {
         Ok(()) => {}
         Err(used) => {
             return Err(format!(
@@ -148,6 +161,9 @@ fn keygen_offline(config: &Config, tier: &Tier, args: KeygenArgs) -> Result<(), 
 }
 
 fn offline_views(config: &Config) -> Result<Vec<KeyView>, String> {
+    if config.sqlite_path().is_none() {
+        return super::redis_offline::views(config);
+    }
     let store = open_store(config)?;
     let state = store.load_all().map_err(|e| e.to_string())?;
     Ok(state
@@ -261,6 +277,9 @@ pub fn keys(config: &Config, action: KeysAction) -> Result<(), String> {
 }
 
 fn revoke_offline(config: &Config, id: &str) -> Result<(), String> {
+    if config.sqlite_path().is_none() {
+        return super::redis_offline::revoke(config, id);
+    }
     let mut store = open_store(config)?;
     store
         .find_key(id)

@@ -4,6 +4,7 @@ mod admin_client;
 mod keys;
 mod logging;
 mod pool;
+mod redis_offline;
 
 use crate::config::{self, Config, FlagOverrides};
 use clap::{Args, Parser, Subcommand};

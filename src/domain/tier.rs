@@ -48,6 +48,16 @@ impl Tier {
         self.limits[family.index()]
     }
 
+    /// A new key's lifetime in ms: `ttl` when given, else `days` (or the tier's default);
+    /// None (0 days) never expires.
+    pub fn key_lifetime(&self, days: Option<u32>, ttl: Option<Duration>) -> Option<i64> {
+        if let Some(ttl) = ttl {
+            return Some(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1));
+        }
+        let days = days.unwrap_or(self.key_days);
+        (days > 0).then(|| i64::from(days) * 24 * 3600 * 1000)
+    }
+
     /// "Trial", as messages print it.
     pub fn display_name(&self) -> String {
         capitalize(&self.name)

@@ -89,6 +89,8 @@ pub struct CreateKeyBody {
     tier: String,
     account: Option<String>,
     days: Option<u32>,
+    /// An exact lifetime such as "2h" or "90s", overriding `days`.
+    ttl: Option<crate::config::HumanDuration>,
     note: Option<String>,
 }
 
@@ -100,7 +102,7 @@ pub async fn create_key(
     require_admin(&req, &svc)?;
     let body: CreateKeyBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "expected {{\"tier\": …, \"account\"?: …, \"days\"?: …, \"note\"?: …}} ({e})"
+            "expected {{\"tier\": …, \"account\"?: …, \"days\"?: …, \"ttl\"?: \"2h\", \"note\"?: …}} ({e})"
         ))
     })?;
     let created = svc
@@ -109,6 +111,7 @@ pub async fn create_key(
             tier: body.tier,
             account: body.account,
             days: body.days,
+            ttl: body.ttl.map(|t| t.get()),
             note: body.note.unwrap_or_default(),
         })
         .await

@@ -168,16 +168,16 @@ pub struct StoredState {
 
 impl KeyRecord {
     /// A new key of `tier`: the secret to show once, and the record to store.
-    /// `days == 0` never expires.
+    /// `lifetime_ms: None` never expires.
     pub fn mint(
         tier: &str,
-        days: u32,
+        lifetime_ms: Option<i64>,
         fixed_account: Option<String>,
         note: String,
         now: Millis,
     ) -> (crate::domain::ApiKey, KeyRecord) {
         let key = crate::domain::ApiKey::generate();
-        let expires = (days > 0).then(|| now.saturating_add(i64::from(days) * 24 * 3600 * 1000));
+        let expires = lifetime_ms.map(|l| now.saturating_add(l));
         let record = KeyRecord {
             id: uuid::Uuid::new_v4().to_string(),
             digest: key.digest(),

@@ -66,9 +66,14 @@ impl Handler<CreateKey> for KeyRegistry {
                     )));
                 }
             }
-            let days = msg.days.unwrap_or(tier.key_days);
-            let (key, record) =
-                KeyRecord::mint(&tier.name, days, msg.account.clone(), msg.note, now_ms());
+            let lifetime = tier.key_lifetime(msg.days, msg.ttl);
+            let (key, record) = KeyRecord::mint(
+                &tier.name,
+                lifetime,
+                msg.account.clone(),
+                msg.note,
+                now_ms(),
+            );
             // The slot is reserved first, so a full account never gets a key on it.
             if let Some(account) = msg.account {
                 pool.send(BindFixed {

@@ -32,6 +32,8 @@ pub struct CreateKey {
     pub account: Option<String>,
     /// None: the tier's default lifetime; Some(0): never expires.
     pub days: Option<u32>,
+    /// An exact lifetime, overriding `days`.
+    pub ttl: Option<std::time::Duration>,
     pub note: String,
 }
 
