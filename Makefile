@@ -19,7 +19,8 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 bench: build
-	$(CARGO) run --release --example bench -- $(ARGS)
+	$(CARGO) build --release --example mock_upstream --example bench
+	ulimit -n $$(ulimit -Hn) 2>/dev/null; $(CARGO) run --release --example bench -- $(ARGS)
 
 keygen: build
 	@test -n "$(TIER)" || { echo "usage: make keygen TIER=trial|medium|high|supreme [ACCOUNT=name] [DAYS=n] [NOTE=text]"; exit 2; }

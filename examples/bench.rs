@@ -6,106 +6,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "bench/args.rs"]
+mod args;
+#[path = "bench/http.rs"]
 mod http;
+#[path = "bench/load.rs"]
 mod load;
+#[path = "bench/procs.rs"]
 mod procs;
+#[path = "bench/report.rs"]
 mod report;
+#[path = "bench/stats.rs"]
 mod stats;
+#[path = "bench/summary.rs"]
+mod summary;
 
+use args::Args;
 use clap::Parser;
 use load::Target;
 use procs::Res;
-use report::{fmt_mib, fmt_signed_us, fmt_us, table, Check};
 use serde_json::json;
-use stats::{added_us, ratio, us, Summary};
-use std::path::PathBuf;
+use stats::{us, Summary};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-
-#[derive(Parser, Debug)]
-#[command(about = "Benchmark claude-route against the mock upstream and nginx")]
-struct Args {
-    /// Smoke mode: a few requests per phase, small stream steps, 2 s settle.
-    #[arg(long)]
-    quick: bool,
-    /// Seconds to wait after the load before reading RSS again.
-    #[arg(long, default_value_t = 30.0)]
-    settle: f64,
-    #[arg(long, default_value_t = 20)]
-    latency_rounds: usize,
-    #[arg(long, default_value_t = 500)]
-    latency_requests: usize,
-    /// Connections of the throughput test.
-    #[arg(long, default_value_t = 32)]
-    conns: usize,
-    #[arg(long, default_value_t = 5.0)]
-    tp_secs: f64,
-    #[arg(long, default_value_t = 1.0)]
-    tp_warmup: f64,
-    #[arg(long, default_value_t = 10)]
-    stream_rounds: usize,
-    #[arg(long, default_value_t = 20)]
-    stream_requests: usize,
-    #[arg(long, default_value_t = 16)]
-    stream_deltas: u32,
-    #[arg(long, default_value_t = 5)]
-    stream_interval_ms: u64,
-    /// Concurrent stream counts of the capacity test.
-    #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,1500")]
-    steps: Vec<usize>,
-    #[arg(long, default_value_t = 64)]
-    cap_deltas: u32,
-    #[arg(long, default_value_t = 20)]
-    cap_interval_ms: u64,
-    /// Stream starts are spread evenly over this many milliseconds.
-    #[arg(long, default_value_t = 200)]
-    ramp_ms: u64,
-    /// An event later than this (ms) behind its schedule makes its stream unclean.
-    #[arg(long, default_value_t = 100)]
-    late_ms: u64,
-    /// Keep stepping a target up after a step with unclean streams.
-    #[arg(long)]
-    all_steps: bool,
-    /// Load generator threads (default: nproc).
-    #[arg(long)]
-    client_threads: Option<usize>,
-    /// Skip nginx even when installed.
-    #[arg(long)]
-    no_nginx: bool,
-    /// RUST_LOG of claude-route (default: its default level, info).
-    #[arg(long, default_value = "info")]
-    proxy_log: String,
-    #[arg(long, default_value_t = 4)]
-    accounts: usize,
-    #[arg(long, default_value_t = 8)]
-    keys: usize,
-    /// Also bench claude-route on a Redis store (hook; not implemented by claude-route yet).
-    #[arg(long)]
-    redis: Option<String>,
-    #[arg(long)]
-    proxy_bin: Option<PathBuf>,
-    #[arg(long)]
-    mock_bin: Option<PathBuf>,
-    /// Where the JSON goes (default: target/bench).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-impl Args {
-    fn apply_quick(&mut self) {
-        if self.quick {
-            self.settle = 2.0;
-            self.latency_rounds = 2;
-            self.latency_requests = 50;
-            self.tp_secs = 1.0;
-            self.tp_warmup = 0.3;
-            self.stream_rounds = 2;
-            self.stream_requests = 3;
-            self.steps = vec![20, 50];
-            self.cap_deltas = 16;
-        }
-    }
-}
+use summary::{Run, Throughput};
 
 /// Samples a process's RSS every 10 ms on a thread; `stop` returns the peak (KiB).
 struct RssPeak {
@@ -178,6 +102,10 @@ fn run(args: Args) -> Res<()> {
     let nproc = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = args.client_threads.unwrap_or(nproc).max(1);
     let machine = procs::machine();
+    let loadavg = procs::loadavg();
+    if loadavg >= 0.5 {
+        println!("note: load average {loadavg:.2} before the run — other work on this box makes the figures noisy");
+    }
     println!(
         "claude-route bench on {} cores, {}, kernel {}",
         nproc, machine["cpu"], machine["kernel"]
@@ -290,25 +218,43 @@ fn run(args: Args) -> Res<()> {
 
     // 2. Throughput.
     println!(
-        "[2/4] throughput: {} connections, {} s per target after {} s warm-up",
-        args.conns, args.tp_secs, args.tp_warmup
+        "[2/4] throughput: {} connections, {} s per target in {} rounds, after {} s warm-up",
+        args.conns, args.tp_secs, args.tp_rounds, args.tp_warmup
     );
-    let mut tp = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
+    // Rounds alternate the targets so a burst of other work on the box hits them all alike.
+    let rounds = args.tp_rounds.max(1);
+    let mut sums = vec![(0u64, 0u64, 0f64, 0u64); targets.len()];
+    for t in &targets {
         load::throughput(t, args.conns, threads, args.tp_warmup);
-        let cpu0: Vec<u64> = pids.iter().map(|&p| procs::cpu_ticks(p)).collect();
-        let (ok, err, secs) = load::throughput(t, args.conns, threads, args.tp_secs);
-        let cpu1: Vec<u64> = pids.iter().map(|&p| procs::cpu_ticks(p)).collect();
-        // CPU of the process serving this target (ticks are 10 ms), per request.
-        let cpu_ms = (cpu1[i] - cpu0[i]) as f64 * 10.0;
-        let mock_ms = (cpu1[0] - cpu0[0]) as f64 * 10.0;
-        tp.push((
-            ok as f64 / secs,
-            err,
-            cpu_ms * 1000.0 / ok.max(1) as f64,
-            mock_ms * 1000.0 / ok.max(1) as f64,
-        ));
     }
+    for round in 0..rounds {
+        for k in 0..targets.len() {
+            let i = (round + k) % targets.len();
+            let cpu0 = procs::cpu_ticks(pids[i]);
+            let (ok, err, secs) = load::throughput(
+                &targets[i],
+                args.conns,
+                threads,
+                args.tp_secs / rounds as f64,
+            );
+            let s = &mut sums[i];
+            *s = (
+                s.0 + ok,
+                s.1 + err,
+                s.2 + secs,
+                s.3 + procs::cpu_ticks(pids[i]).saturating_sub(cpu0),
+            );
+        }
+    }
+    // CPU of the process serving the target (ticks are 10 ms), per request.
+    let tp: Vec<Throughput> = sums
+        .iter()
+        .map(|&(ok, err, secs, ticks)| Throughput {
+            rps: ok as f64 / secs,
+            errors: err,
+            cpu_us_per_req: ticks as f64 * 10_000.0 / ok.max(1) as f64,
+        })
+        .collect();
 
     // 3. Streaming latency.
     println!(
@@ -340,7 +286,9 @@ fn run(args: Args) -> Res<()> {
     for &n in &steps {
         let mut row = json!({"streams": n});
         for (i, t) in targets.iter().enumerate() {
-            if failed[i] {
+            // Every target runs every step up to 1000 (the memory target is at 1000 streams);
+            // above that, only while its previous step was clean.
+            if failed[i] && n > 1000 && !args.all_steps {
                 continue;
             }
             let sampler = (i == proxy_i).then(|| RssPeak::start(proxy.pid()));
@@ -377,10 +325,11 @@ fn run(args: Args) -> Res<()> {
                 }
                 cell["rss_peak_kib"] = json!(peak);
             }
-            if clean == n {
-                best[i] = n;
-            } else if !args.all_steps {
+            // Capacity: the largest step clean with every step before it clean.
+            if clean != n {
                 failed[i] = true;
+            } else if !failed[i] {
+                best[i] = n;
             }
             row[t.name] = cell;
             std::thread::sleep(Duration::from_millis(300));
@@ -393,261 +342,34 @@ fn run(args: Args) -> Res<()> {
     std::thread::sleep(Duration::from_secs_f64(args.settle));
     let rss_after = procs::rss_kib(proxy.pid());
 
-    // ---- Report ----
-    let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
-    let rows: Vec<Vec<String>> = (0..targets.len())
-        .map(|i| {
-            let added = |a: u64, b: u64| {
-                if i == 0 {
-                    "-".into()
-                } else {
-                    fmt_signed_us(added_us(a, b))
-                }
-            };
-            vec![
-                names[i].to_string(),
-                fmt_us(us(lat_sum[i].p50)),
-                fmt_us(us(lat_sum[i].p99)),
-                fmt_us(us(lat_sum[i].max)),
-                added(lat_sum[i].p50, lat_sum[0].p50),
-                added(lat_sum[i].p99, lat_sum[0].p99),
-                lat[i].1.to_string(),
-            ]
-        })
-        .collect();
-    table(
-        &format!(
-            "latency, c=1, non-streaming, {} samples each (µs)",
-            lat_sum[0].n
-        ),
-        &[
-            "target",
-            "p50",
-            "p99",
-            "max",
-            "added p50",
-            "added p99",
-            "errors",
-        ],
-        &rows,
-    );
-    let rows: Vec<Vec<String>> = (0..targets.len())
-        .map(|i| {
-            let r = |b: Option<usize>| {
-                b.and_then(|b| ratio(tp[i].0, tp[b].0))
-                    .map_or("-".into(), |r| format!("{r:.3}"))
-            };
-            vec![
-                names[i].to_string(),
-                format!("{:.0}", tp[i].0),
-                r(Some(0)),
-                r(nginx_i),
-                format!("{:.1}", tp[i].2),
-                tp[i].1.to_string(),
-            ]
-        })
-        .collect();
-    table(
-        &format!("throughput, {} connections, {} s", args.conns, args.tp_secs),
-        &[
-            "target",
-            "req/s",
-            "x direct",
-            "x nginx",
-            "own CPU µs/req",
-            "errors",
-        ],
-        &rows,
-    );
-    let rows: Vec<Vec<String>> = (0..targets.len())
-        .map(|i| {
-            let added = |a: u64, b: u64| {
-                if i == 0 {
-                    "-".into()
-                } else {
-                    fmt_signed_us(added_us(a, b))
-                }
-            };
-            vec![
-                names[i].to_string(),
-                fmt_us(us(first[i].p50)),
-                fmt_us(us(first[i].p99)),
-                added(first[i].p50, first[0].p50),
-                added(first[i].p99, first[0].p99),
-                fmt_us(us(gaps[i].p99)),
-                added(gaps[i].p99, gaps[0].p99),
-                st[i].2.to_string(),
-            ]
-        })
-        .collect();
-    table(
-        &format!(
-            "streaming, c=1, {} streams of {}x{} ms each (µs)",
-            first[0].n, args.stream_deltas, args.stream_interval_ms
-        ),
-        &[
-            "target",
-            "1st event p50",
-            "1st p99",
-            "added p50",
-            "added p99",
-            "gap p99",
-            "added gap p99",
-            "errors",
-        ],
-        &rows,
-    );
-    let rows: Vec<Vec<String>> = cap_rows
-        .iter()
-        .map(|row| {
-            let mut cells = vec![row["streams"].to_string()];
-            for name in &names {
-                cells.push(match row.get(*name) {
-                    Some(c) => format!(
-                        "{}/{} (worst {:.1} ms)",
-                        c["clean"],
-                        row["streams"],
-                        c["worst_lateness_max_ms"].as_f64().unwrap_or(0.0)
-                    ),
-                    None => "-".into(),
-                });
-            }
-            cells.push(
-                row["claude-route"]["rss_peak_kib"]
-                    .as_u64()
-                    .map_or("-".into(), fmt_mib),
-            );
-            cells
-        })
-        .collect();
-    let mut header = vec!["streams"];
-    header.extend(names.iter().map(|n| *n));
-    header.push("claude-route RSS peak");
-    table("concurrent streams: clean / started", &header, &rows);
-    table(
-        "claude-route memory (VmRSS)",
-        &[
-            "idle",
-            "peak (streams)",
-            "at 1000 streams",
-            &format!("{} s after load", args.settle),
-        ],
-        &[vec![
-            fmt_mib(rss_idle),
-            fmt_mib(rss_peak),
-            rss_at_1000.map_or("-".into(), fmt_mib),
-            fmt_mib(rss_after),
-        ]],
-    );
-
-    let mb = 1024u64;
-    let added_p50 = added_us(lat_sum[proxy_i].p50, lat_sum[0].p50);
-    let added_p99 = added_us(lat_sum[proxy_i].p99, lat_sum[0].p99);
-    let tp_vs_nginx = nginx_i.and_then(|n| ratio(tp[proxy_i].0, tp[n].0));
-    let added_first_p99 = added_us(first[proxy_i].p99, first[0].p99);
-    let checks = vec![
-        Check::new(
-            "added latency p50",
-            "<= 50 µs",
-            format!("{added_p50:+.1} µs"),
-            Some(added_p50 <= 50.0),
-        ),
-        Check::new(
-            "added latency p99",
-            "<= 120 µs",
-            format!("{added_p99:+.1} µs"),
-            Some(added_p99 <= 120.0),
-        ),
-        Check::new(
-            "throughput vs nginx",
-            ">= 0.9x",
-            tp_vs_nginx.map_or("nginx not run".into(), |r| format!("{r:.3}x")),
-            tp_vs_nginx.map(|r| r >= 0.9),
-        ),
-        Check::new(
-            "streaming added 1st-event p99",
-            "<= 300 µs",
-            format!("{added_first_p99:+.1} µs"),
-            Some(added_first_p99 <= 300.0),
-        ),
-        Check::new(
-            "no Nagle stall (+30 ms outliers)",
-            "0",
-            format!("{}", lat_stalls + stream_stalls),
-            Some(lat_stalls + stream_stalls == 0),
-        ),
-        Check::new(
-            "clean concurrent streams",
-            ">= 1000",
-            best[proxy_i].to_string(),
-            steps.contains(&1000).then_some(best[proxy_i] >= 1000),
-        ),
-        Check::new(
-            "RSS idle",
-            "<= 20 MiB",
-            fmt_mib(rss_idle),
-            Some(rss_idle <= 20 * mb),
-        ),
-        Check::new(
-            "RSS at 1000 streams",
-            "<= 100 MiB",
-            rss_at_1000.map_or("not run".into(), fmt_mib),
-            steps
-                .contains(&1000)
-                .then(|| rss_at_1000.unwrap_or(0) <= 100 * mb),
-        ),
-        Check::new(
-            "RSS after load",
-            "<= idle + 10 MiB",
-            fmt_mib(rss_after),
-            Some(rss_after <= rss_idle + 10 * mb),
-        ),
-    ];
-    report::checklist(&checks);
-
-    let per_target = |f: &dyn Fn(usize) -> serde_json::Value| -> serde_json::Value {
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.to_string(), f(i)))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+    let run = Run {
+        args: &args,
+        machine,
+        client: format!("raw tokio TCP, hand-written HTTP/1.1 keep-alive, {threads} threads"),
+        names: targets.iter().map(|t| t.name).collect(),
+        proxy: proxy_i,
+        nginx: nginx_i,
+        steps,
+        lat: lat_sum,
+        lat_errors: lat.iter().map(|(_, e)| *e).collect(),
+        tp,
+        first,
+        gaps,
+        stream_errors: st.iter().map(|(_, _, e)| *e).collect(),
+        stalls: lat_stalls + stream_stalls,
+        cap_rows,
+        best,
+        rss_idle,
+        rss_peak,
+        rss_at_1000,
+        rss_after,
+        load_secs,
     };
-    let now = SystemTime::now();
-    let stamp = humantime::format_rfc3339_seconds(now).to_string();
-    let out = json!({
-        "time": stamp,
-        "machine": machine,
-        "quick": args.quick,
-        "client": format!("raw tokio TCP, HTTP/1.1 keep-alive, {threads} threads"),
-        "claude_route_log": args.proxy_log,
-        "nginx": nginx.is_some(),
-        "redis": "skipped: not implemented",
-        "load_seconds": load_secs.round(),
-        "latency": {
-            "rounds": args.latency_rounds, "requests_per_round": args.latency_requests,
-            "targets": per_target(&|i| { let mut v = lat_sum[i].json(); v["errors"] = json!(lat[i].1); v }),
-            "added_p50_us": added_p50, "added_p99_us": added_p99,
-        },
-        "throughput": {
-            "connections": args.conns, "seconds": args.tp_secs,
-            "targets": per_target(&|i| json!({"rps": tp[i].0.round(), "errors": tp[i].1, "cpu_us_per_req": (tp[i].2 * 10.0).round() / 10.0})),
-            "ratio_to_direct": ratio(tp[proxy_i].0, tp[0].0), "ratio_to_nginx": tp_vs_nginx,
-        },
-        "streaming": {
-            "deltas": args.stream_deltas, "interval_ms": args.stream_interval_ms,
-            "targets": per_target(&|i| json!({"first_event": first[i].json(), "gap": gaps[i].json(), "errors": st[i].2})),
-            "added_first_event_p50_us": added_us(first[proxy_i].p50, first[0].p50),
-            "added_first_event_p99_us": added_first_p99,
-            "added_gap_p99_us": added_us(gaps[proxy_i].p99, gaps[0].p99),
-        },
-        "concurrent_streams": {
-            "deltas": args.cap_deltas, "interval_ms": args.cap_interval_ms, "ramp_ms": args.ramp_ms, "late_ms": args.late_ms,
-            "steps": cap_rows, "max_clean": per_target(&|i| json!(best[i])),
-        },
-        "memory_kib": {"idle": rss_idle, "peak": rss_peak, "at_1000_streams": rss_at_1000, "after": rss_after, "settle_s": args.settle},
-        "targets": checks.iter().map(Check::json).collect::<Vec<_>>(),
-    });
+    run.print();
+    let checks = run.checks();
+    report::checklist(&checks);
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let out = run.json(&stamp, &checks);
     let dir = args.out.clone().unwrap_or_else(|| target_dir.join("bench"));
     let path = report::write_json(&dir, &stamp.replace(':', "-"), &out)?;
     println!("\nwrote {} and latest.json", path.display());

@@ -13,3 +13,11 @@ pub fn rfc3339(ms: Millis) -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
 }
+
+/// RFC 3339 with milliseconds, for reset times: a client that waits until then is never
+/// early and never late by a rounding.
+pub fn rfc3339_ms(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

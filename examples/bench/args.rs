@@ -23,6 +23,9 @@ pub struct Args {
     pub tp_secs: f64,
     #[arg(long, default_value_t = 1.0)]
     pub tp_warmup: f64,
+    /// The throughput time of each target is split over this many alternating rounds.
+    #[arg(long, default_value_t = 5)]
+    pub tp_rounds: usize,
     #[arg(long, default_value_t = 10)]
     pub stream_rounds: usize,
     #[arg(long, default_value_t = 20)]
@@ -44,7 +47,7 @@ pub struct Args {
     /// An event later than this (ms) behind its schedule makes its stream unclean.
     #[arg(long, default_value_t = 100)]
     pub late_ms: u64,
-    /// Keep stepping a target up after a step with unclean streams.
+    /// Run every step for every target (default: above 1000, only after a clean step).
     #[arg(long)]
     pub all_steps: bool,
     /// Load generator threads (default: nproc).
@@ -79,6 +82,7 @@ impl Args {
             self.latency_rounds = 2;
             self.latency_requests = 50;
             self.tp_secs = 1.0;
+            self.tp_rounds = 1;
             self.tp_warmup = 0.3;
             self.stream_rounds = 2;
             self.stream_requests = 3;
@@ -87,4 +91,3 @@ impl Args {
         }
     }
 }
-

@@ -38,6 +38,7 @@ pub struct Conn {
     buf: Vec<u8>,
     pos: usize,
     last_read: Instant,
+    total: u64,
 }
 
 fn eof() -> io::Error {
@@ -64,7 +65,13 @@ impl Conn {
             buf: Vec::with_capacity(16 * 1024),
             pos: 0,
             last_read: Instant::now(),
+            total: 0,
         })
+    }
+
+    /// Bytes received on this connection so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.total
     }
 
     pub async fn send(&mut self, req: &Request) -> io::Result<()> {
@@ -97,6 +104,7 @@ impl Conn {
                 Ok(0) => return Err(eof()),
                 Ok(n) => {
                     self.last_read = Instant::now();
+                    self.total += n as u64;
                     self.buf.extend_from_slice(&tmp[..n]);
                     return Ok(());
                 }

@@ -79,32 +79,40 @@ async fn exchange(
     conn: &mut Option<Conn>,
     addr: SocketAddr,
     req: &Request,
-    events: Option<&mut SseClock>,
+    mut events: Option<&mut SseClock>,
 ) -> Res<u16> {
-    if conn.is_none() {
-        *conn = Some(Conn::connect(addr).await?);
-    }
-    let c = conn.as_mut().ok_or("no connection")?;
-    let result = async {
-        c.send(req).await?;
-        match events {
-            Some(clock) => c.response(&mut |b, t| clock.feed(b, t)).await,
-            None => c.response(&mut |_, _| {}).await,
+    // A kept-alive connection the server closed while idle fails before any answer byte:
+    // retry that once on a fresh connection, as HTTP clients do.
+    for attempt in 0..2 {
+        let reused = conn.is_some();
+        if conn.is_none() {
+            *conn = Some(Conn::connect(addr).await?);
         }
-    }
-    .await;
-    match result {
-        Ok(head) => {
-            if head.close {
-                *conn = None;
+        let c = conn.as_mut().ok_or("no connection")?;
+        let before = c.bytes_read();
+        let sent = c.send(req).await;
+        let result = match (sent, events.as_deref_mut()) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(clock)) => c.response(&mut |b, t| clock.feed(b, t)).await,
+            (Ok(()), None) => c.response(&mut |_, _| {}).await,
+        };
+        match result {
+            Ok(head) => {
+                if head.close {
+                    *conn = None;
+                }
+                return Ok(head.status);
             }
-            Ok(head.status)
-        }
-        Err(e) => {
-            *conn = None;
-            Err(e.into())
+            Err(e) => {
+                let stale = reused && c.bytes_read() == before;
+                *conn = None;
+                if !stale || attempt == 1 {
+                    return Err(e.into());
+                }
+            }
         }
     }
+    Err("unreachable".into())
 }
 
 /// Latency at concurrency 1: `rounds` × `per_round` sequential requests per target,
@@ -187,6 +195,9 @@ pub fn throughput(target: &Target, conns: usize, threads: usize, secs: f64) -> (
     (ok, err, elapsed)
 }
 
+/// First-event times, inter-delta gaps (ns) and the error count of one target.
+pub type StreamSamples = (Vec<u64>, Vec<u64>, usize);
+
 /// Time to first event and inter-delta gaps (ns) of sequential streams, per target,
 /// targets alternating by round. Returns (first-event samples, gap samples, errors).
 pub fn stream_latency(
@@ -195,7 +206,7 @@ pub fn stream_latency(
     per_round: usize,
     deltas: u32,
     interval_ms: u64,
-) -> Res<Vec<(Vec<u64>, Vec<u64>, usize)>> {
+) -> Res<Vec<StreamSamples>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -205,8 +216,7 @@ pub fn stream_latency(
             .map(|t| t.stream_request(0, deltas, interval_ms))
             .collect();
         let mut conns: Vec<Option<Conn>> = targets.iter().map(|_| None).collect();
-        let mut out: Vec<(Vec<u64>, Vec<u64>, usize)> =
-            targets.iter().map(|_| (vec![], vec![], 0)).collect();
+        let mut out: Vec<StreamSamples> = targets.iter().map(|_| (vec![], vec![], 0)).collect();
         for round in 0..rounds {
             for k in 0..targets.len() {
                 let i = (round + k) % targets.len();

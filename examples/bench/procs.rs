@@ -28,7 +28,18 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first (nginx's master then stops its workers; claude-route flushes its store),
+    /// SIGKILL after 5 s.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -75,10 +86,12 @@ pub fn start_mock(bin: &Path, workers: usize) -> Res<(Proc, SocketAddr)> {
 /// The nginx binary, if one is installed.
 pub fn find_nginx() -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
+    let found = path
+        .split(':')
         .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"])
         .map(|dir| Path::new(dir).join("nginx"))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    found
 }
 
 /// nginx as a plain keep-alive reverse proxy to the mock, unbuffered so SSE flows through.
@@ -211,8 +224,8 @@ pub fn keygen(bin: &Path, config: &Path) -> Res<String> {
     }
     stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("API Key: "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("API Key: "))
         .map(|k| k.trim().to_string())
         .ok_or_else(|| format!("keygen printed no `API Key:` line: {stdout}").into())
 }
@@ -230,7 +243,11 @@ pub fn start_proxy(
         .arg("--config")
         .arg(config)
         .arg("serve")
-        .env("RUST_LOG", rust_log)
+        // The `listening on` line is what tells us the address, whatever the level.
+        .env(
+            "RUST_LOG",
+            format!("{rust_log},claude_route::http::server=info"),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -304,6 +321,14 @@ pub fn open_files_limit() -> u64 {
         .unwrap_or(1024)
 }
 
+/// The 1-minute load average.
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// `nproc`, CPU model, kernel: where the figures came from.
 pub fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -320,5 +345,6 @@ pub fn machine() -> serde_json::Value {
         "nproc": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "cpu": model,
         "kernel": kernel,
+        "loadavg_before": loadavg(),
     })
 }

@@ -3,5 +3,6 @@
 pub mod keys;
 pub mod pool;
 pub mod refresh;
+pub mod restartable;
 pub mod supervisor;
 pub mod sync;

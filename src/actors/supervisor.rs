@@ -2,8 +2,9 @@
 //! needs ends up in `Services`, shared by all HTTP workers.
 
 use super::keys::{KeyCache, KeyRegistry};
-use super::pool::{AccountSlot, PoolActor, PoolState};
+use super::pool::{AccountExpiries, AccountSlot, PoolActor, PoolState};
 use super::refresh::{RefreshCoordinator, RefreshGate, Track, Tracked};
+use super::restartable::{supervise, Restartable};
 use super::sync::SyncActor;
 use crate::account_files;
 use crate::clock::now_ms;
@@ -25,11 +26,10 @@ pub struct Services {
     pub keys: KeyCache,
     pub registry: Addr<KeyRegistry>,
     pub backend: Backend,
-    pub refresher: Addr<RefreshCoordinator>,
+    pub refresher: Restartable<RefreshCoordinator>,
     pub syncer: Addr<SyncActor>,
     pub admin_token: String,
     pub started: Instant,
-    pub accounts_loaded: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +45,13 @@ fn build_pools(
     config: &Config,
     stored: &StoredState,
     writer: &StoreWriter,
-) -> (HashMap<String, PoolState>, Vec<Tracked>) {
+) -> HashMap<String, PoolState> {
     let mut pools: HashMap<String, PoolState> = config
         .tiers
         .iter()
         .map(|(name, t)| (name.clone(), PoolState::new(Tier::from_config(name, t))))
         .collect();
     let scan = account_files::scan(&config.accounts.dir, config.tiers.keys().cloned());
-    let mut tracked = Vec::new();
     for entry in scan.accounts {
         let Some(pool) = pools.get_mut(&entry.tier) else {
             continue;
@@ -63,12 +62,6 @@ fn build_pools(
             Some(kept) if kept.is_newer_than(&entry.file.credential) => kept.clone(),
             _ => entry.file.credential.clone(),
         };
-        tracked.push(Tracked {
-            tier: entry.tier.clone(),
-            name: entry.name.clone(),
-            expires_at: credential.expires_at,
-            refreshable: credential.refresh_token.is_some(),
-        });
         let mut slot = AccountSlot::new(credential);
         slot.blacklist = stored.blacklist.get(&place).cloned();
         slot.usage = stored
@@ -117,7 +110,7 @@ fn build_pools(
             pool.restore_window(key_id, *family, *window);
         }
     }
-    (pools, tracked)
+    pools
 }
 
 /// What the store gives the actors at start-up.
@@ -125,9 +118,6 @@ struct Loaded {
     backend: Backend,
     pool_actors: Vec<(String, PoolActor)>,
     keys: Vec<crate::store::KeyRecord>,
-    tracked: Vec<Tracked>,
-    refresh: HashMap<(String, String), crate::store::RefreshRecord>,
-    refresh_timers: (i64, i64),
 }
 
 /// Embedded: everything is loaded into memory; the writer thread persists from then on.
@@ -135,7 +125,7 @@ fn load_embedded(config: &Config, path: &std::path::Path) -> Result<Loaded, Star
     let store = SqliteStore::open(path)?;
     let mut stored = store.load_all()?;
     let writer = StoreWriter::start(store)?;
-    let (states, tracked) = build_pools(config, &stored, &writer);
+    let states = build_pools(config, &stored, &writer);
     let pool_actors = states
         .into_iter()
         .map(|(name, state)| (name, PoolActor::new(state, writer.clone())))
@@ -144,9 +134,6 @@ fn load_embedded(config: &Config, path: &std::path::Path) -> Result<Loaded, Star
         backend: Backend::Embedded(writer),
         pool_actors,
         keys: std::mem::take(&mut stored.keys),
-        tracked,
-        refresh: std::mem::take(&mut stored.refresh),
-        refresh_timers: stored.refresh_timers,
     })
 }
 
@@ -168,10 +155,60 @@ fn load_redis(config: &Config, tiers: &HashMap<String, Tier>) -> Result<Loaded, 
         backend: Backend::Redis(store),
         pool_actors,
         keys: Vec::new(),
-        tracked: Vec::new(),
-        refresh: HashMap::new(),
-        refresh_timers: (0, 0),
     })
+}
+
+/// A refresh coordinator on an arbiter of its own, its state read from the store, its
+/// accounts' expiries read from the pools.
+fn start_coordinator(
+    config: &Arc<Config>,
+    pools: &Arc<HashMap<String, Addr<PoolActor>>>,
+    backend: &Backend,
+) -> Addr<RefreshCoordinator> {
+    let (saved, timers) = match (backend, config.sqlite_path()) {
+        (Backend::Embedded(_), Some(path)) => {
+            match SqliteStore::open(&path).and_then(|s| s.load_all()) {
+                Ok(stored) => (stored.refresh, stored.refresh_timers),
+                Err(e) => {
+                    log::error!("refresh state could not be read from the store: {e}");
+                    (HashMap::new(), (0, 0))
+                }
+            }
+        }
+        // Redis keeps the shared rules itself; the plan is rebuilt from the expiries.
+        _ => (HashMap::new(), (0, 0)),
+    };
+    let gate = RefreshGate::new(config.clone(), backend.clone());
+    let coordinator = RefreshCoordinator::new(
+        config.refresh.clone(),
+        gate,
+        pools.clone(),
+        backend.clone(),
+        saved,
+        timers,
+    );
+    let addr = RefreshCoordinator::start_in_arbiter(&Arbiter::new().handle(), move |_| coordinator);
+    let (pools, target) = (pools.clone(), addr.clone());
+    actix::spawn(async move {
+        let mut accounts = Vec::new();
+        for (tier, pool) in pools.iter() {
+            let Ok(expiries) = pool.send(AccountExpiries).await else {
+                continue;
+            };
+            accounts.extend(
+                expiries
+                    .into_iter()
+                    .map(|(name, expires_at, refreshable)| Tracked {
+                        tier: tier.clone(),
+                        name,
+                        expires_at,
+                        refreshable,
+                    }),
+            );
+        }
+        target.do_send(Track { accounts });
+    });
+    addr
 }
 
 /// Starts everything; must run inside the actix system.
@@ -187,7 +224,6 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
         Some(path) => load_embedded(&config, &path)?,
         None => load_redis(&config, &tiers)?,
     };
-    let accounts_loaded = loaded.tracked.len();
     let backend = loaded.backend;
 
     let pool_arbiter = Arbiter::new();
@@ -213,20 +249,12 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     )
     .start();
     let config = Arc::new(config);
-    let gate = RefreshGate::new(config.clone(), backend.clone());
-    let coordinator = RefreshCoordinator::new(
-        config.refresh.clone(),
-        gate,
-        pools.clone(),
-        backend.clone(),
-        loaded.refresh,
-        loaded.refresh_timers,
-    );
-    let refresher =
-        RefreshCoordinator::start_in_arbiter(&pool_arbiter.handle(), move |_| coordinator);
-    refresher.do_send(Track {
-        accounts: loaded.tracked,
-    });
+    let refresher = {
+        let (config, pools, backend) = (config.clone(), pools.clone(), backend.clone());
+        supervise("refresh coordinator", move || {
+            start_coordinator(&config, &pools, &backend)
+        })
+    };
     let (sync_config, sync_pools, sync_refresher) =
         (config.clone(), pools.clone(), refresher.clone());
     let syncer = SyncActor::start_in_arbiter(&pool_arbiter.handle(), move |_| {
@@ -246,7 +274,6 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
         backend,
         admin_token,
         started: Instant::now(),
-        accounts_loaded,
     })
 }
 

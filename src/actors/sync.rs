@@ -3,6 +3,7 @@
 
 use super::pool::{AccountExpiries, PoolActor, SyncAccounts};
 use super::refresh::{RefreshCoordinator, Track, Tracked};
+use super::restartable::Restartable;
 use crate::account_files;
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -26,7 +27,7 @@ pub struct SyncReport {
 pub struct SyncActor {
     config: Arc<Config>,
     pools: Arc<HashMap<String, Addr<PoolActor>>>,
-    refresher: Addr<RefreshCoordinator>,
+    refresher: Restartable<RefreshCoordinator>,
     last: Option<SyncReport>,
 }
 
@@ -34,7 +35,7 @@ impl SyncActor {
     pub fn new(
         config: Arc<Config>,
         pools: Arc<HashMap<String, Addr<PoolActor>>>,
-        refresher: Addr<RefreshCoordinator>,
+        refresher: Restartable<RefreshCoordinator>,
     ) -> SyncActor {
         SyncActor {
             config,
@@ -64,7 +65,7 @@ pub struct SyncNow;
 async fn run_sync(
     config: Arc<Config>,
     pools: Arc<HashMap<String, Addr<PoolActor>>>,
-    refresher: Addr<RefreshCoordinator>,
+    refresher: Restartable<RefreshCoordinator>,
 ) -> Result<SyncReport, String> {
     let dir = config.accounts.dir.clone();
     let tiers: Vec<String> = config.tiers.keys().cloned().collect();
@@ -137,7 +138,7 @@ async fn run_sync(
         .await
         .map_err(|e| e.to_string())?;
     }
-    refresher.do_send(Track { accounts: tracked });
+    refresher.addr().do_send(Track { accounts: tracked });
     report.finished_at = now_ms();
     log::info!(
         "sync finished: added={} updated={} removed={} skipped={}",

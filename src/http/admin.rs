@@ -218,6 +218,7 @@ pub async fn pool(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResp
     require_admin(&req, &svc)?;
     let refresh = svc
         .refresher
+        .addr()
         .send(ViewRefresh)
         .await
         .map_err(|e| ApiError::Internal(format!("refresh coordinator: {e}")))?;
@@ -280,7 +281,7 @@ pub async fn recover(
         }
     }
     for tier in &recovered {
-        svc.refresher.do_send(Recovered {
+        svc.refresher.addr().do_send(Recovered {
             tier: tier.clone(),
             account: body.account.clone(),
         });
@@ -310,6 +311,7 @@ pub async fn status(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpRe
     require_admin(&req, &svc)?;
     let refresh = svc
         .refresher
+        .addr()
         .send(ViewRefresh)
         .await
         .map_err(|e| ApiError::Internal(format!("refresh coordinator: {e}")))?;

@@ -2,7 +2,7 @@
 
 use crate::actors::keys::{AuthError, KeyError};
 use crate::actors::pool::PoolError;
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{now_ms, rfc3339_ms};
 use crate::domain::KeyParseError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -125,7 +125,7 @@ impl ApiError {
             }) => format!(
                 "Rate limit exceeded for {}: {limit} requests per window; the window resets at {}",
                 family.display(),
-                rfc3339(*resets_at)
+                rfc3339_ms(*resets_at)
             ),
             ApiError::Pool(PoolError::NoAccounts { .. }) => {
                 format!("{self}; ask the operator to add accounts")
@@ -197,7 +197,7 @@ impl ResponseError for ApiError {
         {
             builder.insert_header(("x-ratelimit-limit-requests", limit.to_string()));
             builder.insert_header(("x-ratelimit-remaining-requests", "0"));
-            builder.insert_header(("x-ratelimit-reset-requests", rfc3339(*resets_at)));
+            builder.insert_header(("x-ratelimit-reset-requests", rfc3339_ms(*resets_at)));
         }
         builder.json(error_body(self.error_type(), &self.message()))
     }

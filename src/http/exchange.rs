@@ -10,7 +10,7 @@ use crate::actors::pool::{
 };
 use crate::actors::refresh::RefreshNow;
 use crate::actors::supervisor::Services;
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{now_ms, rfc3339, rfc3339_ms};
 use crate::domain::headers::return_response_header;
 use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
 use crate::domain::Credential;
@@ -132,6 +132,7 @@ impl Exchange<'_> {
         }
         self.svc
             .refresher
+            .addr()
             .send(RefreshNow {
                 tier: self.key.tier.clone(),
                 account: account.to_string(),
@@ -275,7 +276,7 @@ impl Exchange<'_> {
             if let Some(g) = self.admission.grant {
                 response.insert_header(("x-ratelimit-limit-requests", g.limit.to_string()));
                 response.insert_header(("x-ratelimit-remaining-requests", g.remaining.to_string()));
-                response.insert_header(("x-ratelimit-reset-requests", rfc3339(g.resets_at)));
+                response.insert_header(("x-ratelimit-reset-requests", rfc3339_ms(g.resets_at)));
             }
         }
         if status == StatusCode::TOO_MANY_REQUESTS

@@ -210,6 +210,7 @@ async fn forward(
             // Tell the client when the coordinator will try next.
             let retry_at = svc
                 .refresher
+                .addr()
                 .send(NextAttempt {
                     tier: key.tier.clone(),
                     account: account.clone(),

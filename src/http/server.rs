@@ -1,10 +1,12 @@
-//! Starting and stopping the server: the actix system, the actors, the listener, and a
-//! graceful end that flushes the store.
+//! Starting and stopping the server: the actix system, the actors, the listener, and our
+//! own signal handling (registered before "listening" is logged), then a graceful end that
+//! lets in-flight streams finish and flushes the store.
 
 use crate::actors::supervisor;
 use crate::admin_token;
 use crate::config::Config;
 use actix_web::{web, App, HttpServer};
+use tokio::signal::unix::{signal, SignalKind};
 
 pub fn serve(config: Config) -> Result<(), String> {
     crate::upstream::client::install_crypto_provider();
@@ -28,19 +30,32 @@ pub fn serve(config: Config) -> Result<(), String> {
         .tcp_nodelay(true)
         .backlog(4096)
         .max_connection_rate(4096)
+        .disable_signals()
         .shutdown_timeout(cfg.server.shutdown_grace.get().as_secs().max(1))
         .bind(&cfg.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
-        for addr in server.addrs() {
+        let addrs = server.addrs();
+        let running = server.run();
+        let handle = running.handle();
+        let mut terminate =
+            signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+        let mut interrupt =
+            signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
+        actix::spawn(async move {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            log::info!("{name}: no new connections; letting in-flight requests finish");
+            handle.stop(true).await;
+        });
+        for addr in addrs {
             log::info!(
                 "claude-route {} listening on http://{addr}",
                 env!("CARGO_PKG_VERSION")
             );
         }
-        let result = server
-            .run()
-            .await
-            .map_err(|e| format!("server stopped: {e}"));
+        let result = running.await.map_err(|e| format!("server stopped: {e}"));
         match backend.flush().await {
             Ok(()) => log::info!("store flushed; bye"),
             Err(e) => log::error!("store flush at shutdown failed: {e}"),

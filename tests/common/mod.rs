@@ -2,13 +2,19 @@
 #![allow(dead_code, unused_imports)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admin;
+pub mod admin_support;
 pub mod cli;
 pub mod client;
 pub mod env;
 pub mod mock_routes;
 pub mod mock_upstream;
+pub mod redis_instances;
+pub mod redis_server;
+pub mod refresh_support;
 pub mod server;
 
+pub use admin::{find_pool_account, rfc3339_ms, usage_json};
 pub use cli::{keygen_offline, parse_json_objects, run_cli, run_cli_with, run_raw, CliOutput};
 pub use client::{message_request, request, request_stream, Resp, StreamResp, HAIKU, OPUS, SONNET};
 pub use env::{access_token, now_ms, TestEnv, ADMIN_TOKEN};

@@ -389,6 +389,7 @@ impl RefreshCoordinator {
                 if *called_endpoint {
                     crate::metrics::count_refresh("success");
                     log::info!("refresh succeeded: {}", id.1);
+                    crate::failpoint::panic_once("refresh-coordinator-panic");
                     self.lock_until = now + Self::ms(self.cfg.success_lock);
                     self.persist_timers();
                 }
