@@ -149,27 +149,32 @@ fn run(args: Args) -> Res<()> {
         }
     };
 
-    if let Some(url) = &args.redis {
-        // Hook: once claude-route has a Redis store (SPEC §11), start a second claude-route
-        // with `[store] url = "<url>"` here and add it as one more target.
-        println!("redis store ({url}): skipped — claude-route has no Redis store yet");
-    }
-
+    let settings = (args.accounts, args.keys, args.proxy_log.as_str());
     let home = tmp.path().join("claude-route");
-    let config = procs::write_proxy_config(&home, mock_addr, args.accounts)?;
-    let keys = (0..args.keys.max(1))
-        .map(|_| procs::keygen(&proxy_bin, &config))
-        .collect::<Res<Vec<_>>>()?;
-    let (proxy, proxy_addr, proxy_log) =
-        procs::start_proxy(&proxy_bin, &config, &home, &args.proxy_log)?;
+    let (proxy, proxy_addr, proxy_log, keys) =
+        procs::launch_proxy(&proxy_bin, &home, mock_addr, settings, None)?;
     println!(
-        "claude-route   http://{proxy_addr} (RUST_LOG={}, {} accounts, {} keys)",
+        "claude-route   http://{proxy_addr} (SQLite store, RUST_LOG={}, {} accounts, {} keys)",
         args.proxy_log,
         args.accounts,
         keys.len()
     );
+    // `--redis URL`: one more claude-route, on the Redis store (keys under a fresh prefix).
+    let redis = match &args.redis {
+        None => {
+            println!("claude-route on Redis: skipped (pass --redis redis://127.0.0.1:6379/0)");
+            None
+        }
+        Some(url) => {
+            let home = tmp.path().join("claude-route-redis");
+            let launched = procs::launch_proxy(&proxy_bin, &home, mock_addr, settings, Some(url))?;
+            println!("claude-route   http://{} (Redis store {url})", launched.1);
+            Some(launched)
+        }
+    };
     std::thread::sleep(Duration::from_secs(1));
     let rss_idle = procs::rss_kib(proxy.pid());
+    let fds_idle = procs::open_fds(proxy.pid());
 
     let mut targets = vec![Target {
         name: "direct",
@@ -189,12 +194,20 @@ fn run(args: Args) -> Res<()> {
         keys: keys.clone(),
     });
     let proxy_i = targets.len() - 1;
+    if let Some((_, addr, _, keys)) = &redis {
+        targets.push(Target {
+            name: "claude-route+redis",
+            addr: *addr,
+            keys: keys.clone(),
+        });
+    }
     let nginx_i = nginx.as_ref().map(|_| 1);
     let pids: Vec<u32> = targets
         .iter()
         .map(|t| match t.name {
             "direct" => mock.pid(),
             "nginx" => nginx.as_ref().map_or(0, |(p, _)| p.pid()),
+            "claude-route+redis" => redis.as_ref().map_or(0, |r| r.0.pid()),
             _ => proxy.pid(),
         })
         .collect();
@@ -341,6 +354,7 @@ fn run(args: Args) -> Res<()> {
     println!("settling {} s before the last RSS reading", args.settle);
     std::thread::sleep(Duration::from_secs_f64(args.settle));
     let rss_after = procs::rss_kib(proxy.pid());
+    let fds_after = procs::open_fds(proxy.pid());
 
     let run = Run {
         args: &args,
@@ -363,6 +377,7 @@ fn run(args: Args) -> Res<()> {
         rss_peak,
         rss_at_1000,
         rss_after,
+        fds: (fds_idle, fds_after),
         load_secs,
     };
     run.print();
@@ -373,6 +388,7 @@ fn run(args: Args) -> Res<()> {
     let dir = args.out.clone().unwrap_or_else(|| target_dir.join("bench"));
     let path = report::write_json(&dir, &stamp.replace(':', "-"), &out)?;
     println!("\nwrote {} and latest.json", path.display());
+    drop(redis);
     drop(proxy);
     drop(nginx);
     drop(mock);

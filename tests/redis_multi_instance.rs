@@ -137,7 +137,10 @@ async fn concurrent_first_requests_across_instances_bind_every_key_once() {
             1,
             "key {k} reached more than one account: {accounts:?}"
         );
-        assert_eq!(requests_of_key[k], 5, "key {k}: every request forwarded once");
+        assert_eq!(
+            requests_of_key[k], 5,
+            "key {k}: every request forwarded once"
+        );
         *keys_per_account
             .entry(accounts.iter().next().unwrap().clone())
             .or_default() += 1;
@@ -206,7 +209,11 @@ async fn hundred_concurrent_requests_across_instances_admit_exactly_ten() {
         "exactly 10 admitted, each with its own count"
     );
     assert_eq!(limited, 90);
-    assert_eq!(mock.messages_requests().len(), 10, "the mock saw exactly 10");
+    assert_eq!(
+        mock.messages_requests().len(),
+        10,
+        "the mock saw exactly 10"
+    );
 }
 
 /// §9: five accounts expiring soon, three instances planning their refresh at once: the

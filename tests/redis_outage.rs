@@ -26,6 +26,7 @@ const FAIL_FAST: Duration = Duration::from_secs(2);
 /// One request of the load loop.
 #[derive(Debug, Clone)]
 struct Sample {
+    key: usize,
     started: Instant,
     took: Duration,
     status: Option<u16>,
@@ -61,6 +62,7 @@ impl Load {
                             Err(e) => (None, e.clone()),
                         };
                         samples.borrow_mut().push(Sample {
+                            key: k,
                             started,
                             took,
                             status,
@@ -193,7 +195,12 @@ async fn redis_outage_under_load_fails_closed_and_recovers() {
     let health = servers[0].get("/healthz", None, &[]).await;
     assert_eq!(health.status, 200, "/healthz during the outage");
     let ready = servers[0].get("/readyz", None, &[]).await;
-    assert_eq!(ready.status, 503, "/readyz during the outage: {}", ready.text());
+    assert_eq!(
+        ready.status,
+        503,
+        "/readyz during the outage: {}",
+        ready.text()
+    );
 
     // Phase 3: Redis back on the same port, empty.
     redis.start_again();
@@ -247,7 +254,9 @@ async fn redis_outage_under_load_fails_closed_and_recovers() {
         summary(&tail.iter().map(|s| (*s).clone()).collect::<Vec<_>>())
     );
     for (k, key) in keys.iter().enumerate() {
-        let res = servers[k % 2].send_model(key, SONNET).await;
+        let res = try_message(&servers[k % 2].base_url(), key, &format!("key-{k}"))
+            .await
+            .expect("request after recovery");
         assert_eq!(res.status, 200, "key {k} after recovery: {}", res.text());
         let remaining: u32 = res
             .header("x-ratelimit-remaining-requests")
@@ -361,8 +370,129 @@ async fn readyz_follows_redis() {
     if let Err(last) = wait_ready(&server, 503, Duration::from_secs(3)).await {
         panic!("/readyz with Redis down must be 503; got {last}");
     }
+    // A real outage: longer than the proxy's 500 ms health ping.
+    sleep(Duration::from_millis(1200)).await;
     redis.start_again();
     if let Err(last) = wait_ready(&server, 200, Duration::from_secs(3)).await {
         panic!("/readyz after Redis came back must be 200; got {last}");
+    }
+}
+
+/// Redis hangs (SIGSTOP: connections stay open, nothing is answered) under load: every
+/// request gets 503 `store unavailable` within the 1 s response timeout (never a hang) and
+/// nothing reaches Claude; when Redis resumes with its data, the same keys are served again
+/// within ~2 s. No request reaches Claude without being counted: each key's window counts
+/// at least what Claude received; it may count more only by admissions Redis executed after
+/// the proxy had given up on them (each of those was answered 503).
+#[actix_rt::test]
+async fn redis_hang_under_load_fails_fast_and_recovers_with_its_data() {
+    let redis = RedisServer::own();
+    let mock = MockUpstream::start();
+    let accounts = SharedAccounts::new();
+    accounts.add_account("high", "h1");
+    let servers = start_instances(2, &mock, &redis, &accounts, TIER_TOML);
+    for s in &servers {
+        assert!(wait_pool_accounts(s, "high", &["h1"], Duration::from_secs(10)).await);
+    }
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        keys.push(create_key(&servers[i % 2]).await);
+    }
+    let bases: Vec<String> = servers.iter().map(TestServer::base_url).collect();
+    let load = Load::start(4, bases, keys.clone());
+    sleep(Duration::from_millis(600)).await;
+
+    redis.freeze();
+    let frozen_at = Instant::now();
+    sleep(Duration::from_millis(1500)).await;
+    // Requests admitted before the freeze have all been answered by now.
+    let upstream_frozen = mock.messages_requests().len();
+    sleep(Duration::from_millis(1500)).await;
+    let during = load.since(frozen_at);
+    assert!(
+        !during.is_empty(),
+        "no request finished while Redis hung: the proxy hangs with it"
+    );
+    for s in &during {
+        assert!(
+            s.took < FAIL_FAST,
+            "a request took {:?} while Redis hung (must fail within the response timeout); \
+             all: {:?}",
+            s.took,
+            summary(&during)
+        );
+        assert!(
+            s.status == Some(503) && s.message.starts_with("store unavailable"),
+            "while Redis hangs every request must get 503 `store unavailable…`; got {s:?}; \
+             all: {:?}",
+            summary(&during)
+        );
+    }
+    assert_eq!(
+        mock.messages_requests().len(),
+        upstream_frozen,
+        "nothing may reach Claude while Redis hangs"
+    );
+
+    redis.thaw();
+    let up_at = Instant::now();
+    let recovered = poll_async(Duration::from_millis(2500), || {
+        let ok = load
+            .since(up_at)
+            .iter()
+            .find(|s| s.status == Some(200))
+            .map(|s| s.started + s.took);
+        async move { ok }
+    })
+    .await;
+    let Some(first_ok) = recovered else {
+        panic!(
+            "no request succeeded within ~2 s after Redis resumed; answers since: {:?}",
+            summary(&load.since(up_at))
+        );
+    };
+    sleep(Duration::from_millis(800)).await;
+    let all = load.finish().await;
+    let tail: Vec<Sample> = all
+        .iter()
+        .filter(|s| s.started >= first_ok + Duration::from_millis(300))
+        .cloned()
+        .collect();
+    assert!(
+        tail.iter().all(|s| s.status == Some(200)),
+        "after Redis resumed every request is served: {:?}",
+        summary(&tail)
+    );
+
+    for (k, key) in keys.iter().enumerate() {
+        let res = try_message(&servers[k % 2].base_url(), key, &format!("key-{k}"))
+            .await
+            .expect("request after Redis resumed");
+        assert_eq!(res.status, 200, "key {k}: {}", res.text());
+        let remaining: u32 = res
+            .header("x-ratelimit-remaining-requests")
+            .expect("x-ratelimit-remaining-requests")
+            .parse()
+            .expect("number");
+        let counted = (LIMIT - remaining) as usize;
+        let forwarded = upstream_count(&mock, k, frozen_at - Duration::from_secs(3600));
+        let refused = all
+            .iter()
+            .filter(|s| s.key == k && s.status == Some(503))
+            .count();
+        assert!(
+            counted >= forwarded,
+            "key {k}: Claude received {forwarded} requests but the window counts only \
+             {counted}: requests were served uncounted"
+        );
+        eprintln!(
+            "key {k}: window counts {counted}, Claude received {forwarded}, \
+             {refused} refused during the hang"
+        );
+        assert!(
+            counted - forwarded <= refused,
+            "key {k}: the window counts {counted}, Claude received {forwarded}, and only \
+             {refused} requests were refused during the hang"
+        );
     }
 }

@@ -63,7 +63,7 @@ pub struct Args {
     pub accounts: usize,
     #[arg(long, default_value_t = 8)]
     pub keys: usize,
-    /// Also bench claude-route on a Redis store (hook; not implemented by claude-route yet).
+    /// Also bench a second claude-route on this Redis store, e.g. redis://127.0.0.1:6379/0.
     #[arg(long)]
     pub redis: Option<String>,
     #[arg(long)]

@@ -161,7 +161,8 @@ http {{
 }
 
 /// A claude-route home: config, store, accounts — limits on, never reached.
-pub fn write_proxy_config(dir: &Path, upstream: SocketAddr, accounts: usize) -> Res<PathBuf> {
+/// `store`: `None` for SQLite in `dir`, or a `redis://` URL (keys under a fresh prefix).
+pub fn write_proxy_config(dir: &Path, upstream: SocketAddr, accounts: usize, store: Option<&str>) -> Res<PathBuf> {
     let account_dir = dir.join("account");
     std::fs::create_dir_all(account_dir.join("supreme"))?;
     std::fs::create_dir_all(dir.join("product"))?;
@@ -174,12 +175,19 @@ pub fn write_proxy_config(dir: &Path, upstream: SocketAddr, accounts: usize) -> 
             ),
         )?;
     }
+    let store = match store {
+        None => format!("url = \"sqlite:{}\"", dir.join("product").join("db").display()),
+        Some(url) => format!(
+            "url = \"{url}\"\nprefix = \"claude-route-bench-{}-{expires}\"",
+            std::process::id()
+        ),
+    };
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:0"
 
 [store]
-url = "sqlite:{db}"
+{store}
 
 [accounts]
 dir = "{accounts}"
@@ -195,7 +203,6 @@ token = "bench"
 slots = 1000
 limits = {{ opus = 100000000, sonnet = 100000000 }}
 "#,
-        db = dir.join("product").join("db").display(),
         accounts = account_dir.display(),
     );
     let path = dir.join("claude-route.toml");
@@ -279,6 +286,20 @@ pub fn start_proxy(
     }
 }
 
+/// A configured claude-route home with `keys` keys, serving: (process, address, log, keys).
+pub fn launch_proxy(
+    bin: &Path,
+    home: &Path,
+    upstream: SocketAddr,
+    (accounts, keys, rust_log): (usize, usize, &str),
+    store: Option<&str>,
+) -> Res<(Proc, SocketAddr, PathBuf, Vec<String>)> {
+    let config = write_proxy_config(home, upstream, accounts, store)?;
+    let keys = (0..keys.max(1)).map(|_| keygen(bin, &config)).collect::<Res<Vec<_>>>()?;
+    let (proc, addr, log) = start_proxy(bin, &config, home, rust_log)?;
+    Ok((proc, addr, log, keys))
+}
+
 /// VmRSS of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -288,6 +309,11 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Open file descriptors of a process (sockets included).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// user + system CPU time of a process and its direct children (nginx workers), in ticks.

@@ -53,14 +53,3 @@ pub fn added_us(a: u64, b: u64) -> f64 {
 pub fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| (a / b * 1000.0).round() / 1000.0)
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn nearest_rank() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(super::percentile(&v, 50.0), 50);
-        assert_eq!(super::percentile(&v, 99.0), 99);
-        assert_eq!(super::percentile(&[7], 99.0), 7);
-    }
-}

@@ -34,6 +34,8 @@ pub struct Run<'a> {
     pub rss_peak: u64,
     pub rss_at_1000: Option<u64>,
     pub rss_after: u64,
+    /// Open descriptors of claude-route idle and after the settle time.
+    pub fds: (usize, usize),
     pub load_secs: f64,
 }
 
@@ -176,12 +178,19 @@ impl Run<'_> {
         let after = format!("{} s after load", self.args.settle);
         table(
             "claude-route memory (VmRSS)",
-            &["idle", "peak (streams)", "at 1000 streams", &after],
+            &[
+                "idle",
+                "peak (streams)",
+                "at 1000 streams",
+                &after,
+                "open fds idle/after",
+            ],
             &[vec![
                 fmt_mib(self.rss_idle),
                 fmt_mib(self.rss_peak),
                 self.rss_at_1000.map_or("-".into(), fmt_mib),
                 fmt_mib(self.rss_after),
+                format!("{}/{}", self.fds.0, self.fds.1),
             ]],
         );
     }
@@ -276,7 +285,7 @@ impl Run<'_> {
             "client": self.client,
             "claude_route_rust_log": a.proxy_log,
             "nginx": self.nginx.is_some(),
-            "redis": "skipped: claude-route has no Redis store yet",
+            "redis": a.redis.as_deref().map_or("skipped (no --redis URL)".to_string(), |u| format!("claude-route+redis on {u}")),
             "load_seconds": self.load_secs.round(),
             "latency": {
                 "rounds": a.latency_rounds, "requests_per_round": a.latency_requests,
@@ -318,6 +327,7 @@ impl Run<'_> {
             "memory_kib": {
                 "idle": self.rss_idle, "peak": self.rss_peak,
                 "at_1000_streams": self.rss_at_1000, "after": self.rss_after, "settle_s": a.settle,
+                "open_fds_idle": self.fds.0, "open_fds_after": self.fds.1,
             },
             "targets": checks.iter().map(Check::json).collect::<Vec<_>>(),
         })

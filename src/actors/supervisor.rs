@@ -27,7 +27,7 @@ pub struct Services {
     pub registry: Addr<KeyRegistry>,
     pub backend: Backend,
     pub refresher: Restartable<RefreshCoordinator>,
-    pub syncer: Addr<SyncActor>,
+    pub syncer: Restartable<SyncActor>,
     pub admin_token: String,
     pub started: Instant,
 }
@@ -257,8 +257,15 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     };
     let (sync_config, sync_pools, sync_refresher) =
         (config.clone(), pools.clone(), refresher.clone());
-    let syncer = SyncActor::start_in_arbiter(&pool_arbiter.handle(), move |_| {
-        SyncActor::new(sync_config, sync_pools, sync_refresher)
+    let syncer = supervise("sync actor", move || {
+        let (config, pools, refresher) = (
+            sync_config.clone(),
+            sync_pools.clone(),
+            sync_refresher.clone(),
+        );
+        SyncActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            SyncActor::new(config, pools, refresher)
+        })
     });
     if let Backend::Redis(store) = &backend {
         watch_redis(store.clone(), syncer.clone());
@@ -280,7 +287,7 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
 /// Pings Redis twice a second: a broken connection is re-made before a request meets it,
 /// and when Redis comes back (perhaps empty, without persistence) the accounts are synced
 /// into it again at once.
-fn watch_redis(store: RedisStore, syncer: Addr<SyncActor>) {
+fn watch_redis(store: RedisStore, syncer: Restartable<SyncActor>) {
     actix::spawn(async move {
         let mut was_down = false;
         loop {
@@ -289,7 +296,7 @@ fn watch_redis(store: RedisStore, syncer: Addr<SyncActor>) {
                 Ok(()) if was_down => {
                     log::info!("Redis is reachable again; syncing accounts");
                     was_down = false;
-                    syncer.do_send(crate::actors::sync::SyncNow);
+                    syncer.addr().do_send(crate::actors::sync::SyncNow);
                 }
                 Ok(()) => {}
                 Err(e) => {

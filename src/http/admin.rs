@@ -300,6 +300,7 @@ pub async fn sync(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResp
     require_admin(&req, &svc)?;
     let report = svc
         .syncer
+        .addr()
         .send(SyncNow)
         .await
         .map_err(|e| ApiError::Internal(format!("sync: {e}")))?
@@ -315,7 +316,7 @@ pub async fn status(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpRe
         .send(ViewRefresh)
         .await
         .map_err(|e| ApiError::Internal(format!("refresh coordinator: {e}")))?;
-    let last_sync = svc.syncer.send(LastSync).await.ok().flatten();
+    let last_sync = svc.syncer.addr().send(LastSync).await.ok().flatten();
     let store_ok = svc.backend.healthy().await;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -319,6 +319,9 @@ impl Drop for ServeProc {
 // Prometheus text format
 // ---------------------------------------------------------------------------------------------
 
+/// A label set without `le`, as a sortable key.
+type LabelKey = Vec<(String, String)>;
+
 /// One sample line: `name{labels} value`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -477,7 +480,7 @@ pub fn parse_prometheus(text: &str) -> Result<Exposition, String> {
             continue;
         }
         let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
+            .find(['{', ' '])
             .ok_or_else(|| fail("no value".into()))?;
         let name = &line[..name_end];
         if !is_metric_name(name) {
@@ -549,7 +552,7 @@ impl Exposition {
                 continue;
             }
             let bucket = format!("{family}_bucket");
-            let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+            let mut series: BTreeMap<LabelKey, Vec<(f64, f64)>> = BTreeMap::new();
             for s in self.all(&bucket) {
                 let le = s
                     .labels

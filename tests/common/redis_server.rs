@@ -258,6 +258,30 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the `redis-server` (SIGSTOP): connections stay open but nothing is answered,
+    /// like a hung or partitioned Redis. Its data is kept.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen `redis-server` run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let Source::Own { child, .. } = &self.source else {
+            panic!("signals need a redis-server of our own (RedisServer::own), not REDIS_URL");
+        };
+        let pid = child.as_ref().expect("redis-server is not running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {pid} failed");
+    }
+
     /// Starts `redis-server` again on the same port (empty: there is no persistence).
     pub fn start_again(&mut self) {
         let bin = redis_server_bin();
