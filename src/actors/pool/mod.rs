@@ -5,10 +5,12 @@ mod actor;
 mod error;
 mod messages;
 mod state;
+mod sync;
 mod view;
 
 pub use actor::{PoolActor, PoolBackend};
 pub use error::PoolError;
 pub use messages::*;
-pub use state::{AccountSlot, Admission, Changes, Outcome, PoolState, SyncDelta};
+pub use state::{AccountSlot, Admission, Changes, Outcome, PoolState};
+pub use sync::SyncDelta;
 pub use view::{AccountView, PoolView};

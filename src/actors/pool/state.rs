@@ -64,7 +64,7 @@ pub enum Outcome {
 pub struct PoolState {
     pub tier: Tier,
     pub accounts: BTreeMap<String, AccountSlot>,
-    bindings: HashMap<String, String>,
+    pub(super) bindings: HashMap<String, String>,
     windows: HashMap<(String, ModelFamily), Window>,
     key_usage: HashMap<String, Usage>,
 }
@@ -395,68 +395,4 @@ impl PoolState {
             _ => false,
         }
     }
-
-    /// Reconciles the pool with the account files of its tier. Files win when newer; the
-    /// pool's credential wins when newer (the caller rewrites those files). Accounts whose
-    /// file is gone are removed with everything held for them; their keys re-bind later.
-    pub fn sync_accounts(&mut self, files: Vec<(String, Credential)>) -> (SyncDelta, Vec<WriteOp>) {
-        let mut delta = SyncDelta::default();
-        let mut ops = Vec::new();
-        let present: BTreeSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
-        for (name, file_credential) in files {
-            match self.accounts.get_mut(&name) {
-                None => {
-                    self.accounts
-                        .insert(name.clone(), AccountSlot::new(file_credential));
-                    delta.added.push(name);
-                }
-                Some(slot) if file_credential.is_newer_than(&slot.credential) => {
-                    slot.credential = Arc::new(file_credential.clone());
-                    ops.push(WriteOp::SetCredential {
-                        tier: self.tier.name.clone(),
-                        account: name.clone(),
-                        credential: file_credential,
-                    });
-                    delta.updated.push(name);
-                }
-                Some(slot) if slot.credential.is_newer_than(&file_credential) => {
-                    delta
-                        .rewrite
-                        .push((name.clone(), (*slot.credential).clone()));
-                    delta.updated.push(name);
-                }
-                Some(_) => {}
-            }
-        }
-        let gone: Vec<String> = self
-            .accounts
-            .keys()
-            .filter(|n| !present.contains(*n))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(slot) = self.accounts.remove(&name) {
-                for key_id in slot.keys {
-                    self.bindings.remove(&key_id);
-                    ops.push(WriteOp::Unbind { key_id });
-                }
-            }
-            ops.push(WriteOp::ForgetAccount {
-                tier: self.tier.name.clone(),
-                account: name.clone(),
-            });
-            delta.removed.push(name);
-        }
-        (delta, ops)
-    }
-}
-
-/// What a sync changed in one pool.
-#[derive(Debug, Default)]
-pub struct SyncDelta {
-    pub added: Vec<String>,
-    pub updated: Vec<String>,
-    pub removed: Vec<String>,
-    /// Files whose credential is older than the pool's: written back by the caller.
-    pub rewrite: Vec<(String, Credential)>,
 }

@@ -3,7 +3,7 @@
 
 mod coordinator;
 mod gate;
-mod plan;
+pub(crate) mod plan;
 
 pub use coordinator::{
     AccountRefreshView, NextAttempt, Recovered, RefreshCoordinator, RefreshNow, RefreshView, Track,

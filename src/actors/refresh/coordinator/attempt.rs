@@ -1,0 +1,132 @@
+//! One try of a refresh: skipped when someone else already refreshed, asked of the shared
+//! rules first when the store is Redis, then performed by the gate.
+
+use super::*;
+
+/// What one try of a refresh came to.
+pub(super) enum Attempt {
+    Done(Result<RefreshOutcome, RefreshError>),
+    /// The shared rules said not yet: why, and for how many ms.
+    Deferred(String, Millis),
+    Exhausted,
+}
+
+impl RefreshCoordinator {
+    fn rules(&self) -> RefreshRules {
+        RefreshRules {
+            failure_window: Self::ms(self.cfg.failure_window),
+            max_failures: self.cfg.max_failures,
+            success_lock: Self::ms(self.cfg.success_lock),
+            cooldown: Self::ms(self.cfg.cooldown),
+        }
+    }
+
+    pub(super) fn start_refresh(&mut self, id: AccountId, ctx: &mut Context<Self>) {
+        let Some(pool) = self.pools.get(&id.0).cloned() else {
+            self.accounts.remove(&id);
+            ctx.notify(Tick);
+            return;
+        };
+        self.in_flight = Some(id.clone());
+        let gate = self.gate.clone();
+        let (tier, name) = id.clone();
+        let known_expiry = self.accounts.get(&id).and_then(|p| p.expires_at);
+        let urgent = self.urgent.contains_key(&id);
+        let shared = match &self.backend {
+            Backend::Redis(store) => Some((store.clone(), self.rules(), self.owner.clone())),
+            Backend::Embedded(_) => None,
+        };
+        let work = async move {
+            let current = match pool
+                .send(GetCredential {
+                    account: name.clone(),
+                })
+                .await
+            {
+                Ok(Some(c)) => c,
+                _ => {
+                    return Attempt::Done(Err(RefreshError::BadResponse(
+                        "the account is gone".into(),
+                    )))
+                }
+            };
+            // Refreshed meanwhile (another instance, or a sync): nothing to do.
+            if !urgent && current.expires_at > known_expiry {
+                return Attempt::Done(Ok(RefreshOutcome::AlreadyNewer(current)));
+            }
+            let Some((store, rules, owner)) = shared else {
+                return Attempt::Done(gate.refresh(&pool, &tier, &name, &current).await);
+            };
+            match store
+                .refresh_begin(&tier, &name, now_ms(), &rules, &owner)
+                .await
+            {
+                Ok(RefreshGrant::Go) => {}
+                Ok(RefreshGrant::Wait(reason, wait)) => return Attempt::Deferred(reason, wait),
+                Ok(RefreshGrant::Exhausted) => return Attempt::Exhausted,
+                Err(e) => return Attempt::Deferred(format!("store unavailable ({e})"), 1_000),
+            }
+            let result = gate.refresh(&pool, &tier, &name, &current).await;
+            let (outcome, pause, error) = match &result {
+                Ok(RefreshOutcome::Refreshed(_)) => ("success", 0, String::new()),
+                Ok(RefreshOutcome::AlreadyNewer(_)) => ("skipped", 0, String::new()),
+                Err(RefreshError::RateLimited(d)) => (
+                    "paused",
+                    i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                    String::new(),
+                ),
+                Err(e) => ("failure", 0, e.to_string()),
+            };
+            if let Err(e) = store
+                .refresh_end(
+                    &tier,
+                    &name,
+                    now_ms(),
+                    outcome,
+                    &rules,
+                    pause,
+                    &error,
+                    &owner,
+                )
+                .await
+            {
+                log::error!("refresh outcome of {name} not recorded in the store: {e}");
+            }
+            Attempt::Done(result)
+        };
+        ctx.spawn(work.into_actor(self).map(move |attempt, act, ctx| {
+            act.in_flight = None;
+            match attempt {
+                Attempt::Done(result) => act.finish(id, result),
+                Attempt::Deferred(reason, wait) => {
+                    let note = if reason == "locked" {
+                        format!("refresh blocked by global lock: {} waits {wait} ms", id.1)
+                    } else if reason == "cooldown" {
+                        format!("refresh cooldown: {}", id.1)
+                    } else {
+                        format!("refresh of {} waits {wait} ms: {reason}", id.1)
+                    };
+                    act.note_wait(note);
+                    act.schedule(ctx, now_ms() + wait.max(1));
+                    return;
+                }
+                Attempt::Exhausted => {
+                    log::warn!(
+                        "refresh failed: {}: no attempts left in the failure window",
+                        id.1
+                    );
+                    if let Some(plan) = act.accounts.get_mut(&id) {
+                        plan.exhausted = true;
+                    }
+                    act.answer_waiters(
+                        &id,
+                        &Err(RefreshError::BadResponse(
+                            "no refresh attempts left for this account".into(),
+                        )),
+                    );
+                }
+            }
+            act.tick(ctx);
+        }));
+    }
+}
