@@ -26,7 +26,7 @@ use clap::Parser;
 use load::Target;
 use procs::Res;
 use serde_json::json;
-use stats::{us, Summary};
+use stats::{ms, Summary};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use summary::{Run, Throughput};
@@ -326,9 +326,9 @@ fn run(args: Args) -> Res<()> {
                 .collect();
             let mut cell = json!({
                 "clean": clean, "incomplete": incomplete,
-                "worst_lateness_p99_ms": us(stats::percentile(&late, 99.0)) / 1000.0,
-                "worst_lateness_max_ms": us(late.iter().copied().max().unwrap_or(0)) / 1000.0,
-                "first_event_p99_ms": us(stats::percentile(&first_ev, 99.0)) / 1000.0,
+                "worst_lateness_p99_ms": ms(stats::percentile(&late, 99.0)),
+                "worst_lateness_max_ms": ms(late.iter().copied().max().unwrap_or(0)),
+                "first_event_p99_ms": ms(stats::percentile(&first_ev, 99.0)),
             });
             if let Some(s) = sampler {
                 let peak = s.stop();

@@ -162,7 +162,12 @@ http {{
 
 /// A claude-route home: config, store, accounts — limits on, never reached.
 /// `store`: `None` for SQLite in `dir`, or a `redis://` URL (keys under a fresh prefix).
-pub fn write_proxy_config(dir: &Path, upstream: SocketAddr, accounts: usize, store: Option<&str>) -> Res<PathBuf> {
+pub fn write_proxy_config(
+    dir: &Path,
+    upstream: SocketAddr,
+    accounts: usize,
+    store: Option<&str>,
+) -> Res<PathBuf> {
     let account_dir = dir.join("account");
     std::fs::create_dir_all(account_dir.join("supreme"))?;
     std::fs::create_dir_all(dir.join("product"))?;
@@ -176,7 +181,10 @@ pub fn write_proxy_config(dir: &Path, upstream: SocketAddr, accounts: usize, sto
         )?;
     }
     let store = match store {
-        None => format!("url = \"sqlite:{}\"", dir.join("product").join("db").display()),
+        None => format!(
+            "url = \"sqlite:{}\"",
+            dir.join("product").join("db").display()
+        ),
         Some(url) => format!(
             "url = \"{url}\"\nprefix = \"claude-route-bench-{}-{expires}\"",
             std::process::id()
@@ -210,11 +218,12 @@ limits = {{ opus = 100000000, sonnet = 100000000 }}
     Ok(path)
 }
 
-/// `claude-route keygen supreme`, straight to the store (no server runs yet).
-pub fn keygen(bin: &Path, config: &Path) -> Res<String> {
+/// `claude-route keygen supreme`, through the running server's admin API.
+pub fn keygen(bin: &Path, config: &Path, server: SocketAddr) -> Res<String> {
     let out = Command::new(bin)
         .arg("--config")
         .arg(config)
+        .args(["--admin-url", &format!("http://{server}")])
         .args(["keygen", "supreme", "--note", "bench"])
         .env("RUST_LOG", "warn")
         .output()
@@ -295,8 +304,10 @@ pub fn launch_proxy(
     store: Option<&str>,
 ) -> Res<(Proc, SocketAddr, PathBuf, Vec<String>)> {
     let config = write_proxy_config(home, upstream, accounts, store)?;
-    let keys = (0..keys.max(1)).map(|_| keygen(bin, &config)).collect::<Res<Vec<_>>>()?;
     let (proc, addr, log) = start_proxy(bin, &config, home, rust_log)?;
+    let keys = (0..keys.max(1))
+        .map(|_| keygen(bin, &config, addr))
+        .collect::<Res<Vec<_>>>()?;
     Ok((proc, addr, log, keys))
 }
 

@@ -45,6 +45,11 @@ pub fn us(ns: u64) -> f64 {
     (ns as f64 / 100.0).round() / 10.0
 }
 
+/// Nanoseconds as milliseconds, one decimal.
+pub fn ms(ns: u64) -> f64 {
+    (ns as f64 / 100_000.0).round() / 10.0
+}
+
 /// Signed difference a − b of nanosecond figures, in microseconds.
 pub fn added_us(a: u64, b: u64) -> f64 {
     ((a as f64 - b as f64) / 100.0).round() / 10.0

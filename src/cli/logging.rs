@@ -26,6 +26,10 @@ pub fn init(serving: bool, log_file: Option<&Path>) -> Result<(), String> {
     let default = if serving { "info" } else { "warn" };
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    // Colour only for a person at a terminal; files and pipes get plain text, unfiltered.
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) || log_file.is_some() {
+        builder.write_style(env_logger::WriteStyle::Never);
+    }
     if let Some(path) = log_file {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)

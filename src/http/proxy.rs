@@ -142,31 +142,33 @@ fn with_identity(req: &HttpRequest, svc: &Services, model: &str, body: Bytes) ->
     serde_json::to_vec(&map).map(Bytes::from).unwrap_or(body)
 }
 
+/// One line per request (logging is part of the hot path): the binding, and the window.
 fn log_admission(key: &KeyRecord, a: &Admission) {
-    if a.newly_bound {
-        log::info!(
-            "key {} assigned to account: {} (slots: {}/{})",
-            key.prefix,
-            a.account,
-            a.slots_used,
-            a.slots
-        );
-    } else {
-        log::info!(
-            "key {} using assigned account: {} (slots: {}/{})",
-            key.prefix,
-            a.account,
-            a.slots_used,
-            a.slots
-        );
+    if !log::log_enabled!(log::Level::Info) {
+        return;
     }
-    if let Some(g) = &a.grant {
-        log::info!(
-            "key {} rate limit check passed: {}/{} requests",
+    let how = if a.newly_bound {
+        "assigned to account"
+    } else {
+        "using assigned account"
+    };
+    match &a.grant {
+        Some(g) => log::info!(
+            "key {} {how}: {} (slots: {}/{}), rate limit check passed: {}/{} requests",
             key.prefix,
+            a.account,
+            a.slots_used,
+            a.slots,
             g.limit - g.remaining,
             g.limit
-        );
+        ),
+        None => log::info!(
+            "key {} {how}: {} (slots: {}/{})",
+            key.prefix,
+            a.account,
+            a.slots_used,
+            a.slots
+        ),
     }
 }
 

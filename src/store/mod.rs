@@ -2,6 +2,7 @@
 //! the live state in memory and hand every change to the writer, so a request never waits on
 //! disk except for the rare changes that must be durable before they are acknowledged.
 
+mod coalesce;
 pub mod records;
 pub mod redis;
 pub mod sqlite;
@@ -70,7 +71,7 @@ impl Backend {
                     .await
             }
             Backend::Redis(store) => store
-                .save_credential(tier, account, credential)
+                .write_credential(tier, account, credential)
                 .await
                 .map(|_| ()),
         }

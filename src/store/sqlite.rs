@@ -291,16 +291,28 @@ impl SqliteStore {
     }
 }
 
+/// Runs one statement through the connection's statement cache: the writer repeats the same
+/// few statements all day, so each is parsed once.
+fn exec(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
+}
+
 fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreError> {
     match op {
         WriteOp::InsertKey(k) => {
-            tx.execute(
+            exec(
+                tx,
                 &format!("INSERT OR REPLACE INTO keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
                 params![k.id, k.digest, k.prefix, k.tier, k.created, k.expires, k.status.as_str(), k.fixed_account, k.note],
             )?;
         }
         WriteOp::SetKeyStatus { id, status } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE keys SET status = ?2 WHERE id = ?1",
                 params![id, status.as_str()],
             )?;
@@ -310,26 +322,29 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
             tier,
             account,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT OR REPLACE INTO bindings (key_id, tier, account) VALUES (?1, ?2, ?3)",
                 params![key_id, tier, account],
             )?;
         }
         WriteOp::Unbind { key_id } => {
-            tx.execute("DELETE FROM bindings WHERE key_id = ?1", [key_id])?;
+            exec(tx, "DELETE FROM bindings WHERE key_id = ?1", [key_id])?;
         }
         WriteOp::SetWindow {
             key_id,
             family,
             window,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT OR REPLACE INTO windows (key_id, family, started_at, count) VALUES (?1,?2,?3,?4)",
                 params![key_id, family.as_str(), window.started_at, window.count],
             )?;
         }
         WriteOp::AddKeyUsage { key_id, usage: u } => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO key_usage (key_id, requests, input, output, cache_creation, cache_read)
                  VALUES (?1,?2,?3,?4,?5,?6) ON CONFLICT(key_id) DO UPDATE SET
                  requests = requests + ?2, input = input + ?3, output = output + ?4,
@@ -343,7 +358,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
             account,
             usage: u,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO account_usage (tier, account, requests, input, output, cache_creation, cache_read)
                  VALUES (?1,?2,?3,?4,?5,?6,?7) ON CONFLICT(tier, account) DO UPDATE SET
                  requests = requests + ?3, input = input + ?4, output = output + ?5,
@@ -357,13 +373,15 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
             account,
             entry,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT OR REPLACE INTO blacklist (tier, account, reason, since) VALUES (?1,?2,?3,?4)",
                 params![tier, account, entry.reason, entry.since],
             )?;
         }
         WriteOp::Unblacklist { tier, account } => {
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM blacklist WHERE tier = ?1 AND account = ?2",
                 params![tier, account],
             )?;
@@ -374,7 +392,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
             credential: c,
         } => {
             // Never let an older credential replace a newer one.
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO credentials (tier, account, access_token, refresh_token, expires_at)
                  VALUES (?1,?2,?3,?4,?5) ON CONFLICT(tier, account) DO UPDATE SET
                  access_token = ?3, refresh_token = ?4, expires_at = ?5
@@ -388,7 +407,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
             state,
         } => {
             let failures = serde_json::to_string(&state.failures).unwrap_or_else(|_| "[]".into());
-            tx.execute(
+            exec(
+                tx,
                 "INSERT OR REPLACE INTO refresh_state (tier, account, failures, cooldown_until, last_error)
                  VALUES (?1,?2,?3,?4,?5)",
                 params![tier, account, failures, state.cooldown_until, state.last_error],
@@ -402,7 +422,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
                 ("refresh_lock_until", lock_until),
                 ("refresh_paused_until", paused_until),
             ] {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
                     params![name, value],
                 )?;
@@ -416,7 +437,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
                 "account_usage",
                 "refresh_state",
             ] {
-                tx.execute(
+                exec(
+                    tx,
                     &format!("DELETE FROM {table} WHERE tier = ?1 AND account = ?2"),
                     params![tier, account],
                 )?;

@@ -2,8 +2,10 @@
 //! in a single transaction. Counters ride along without waiting; durable changes carry an
 //! acknowledgement that fires only after their transaction committed.
 
+use super::coalesce::coalesce;
 use super::{SqliteStore, StoreError, WriteOp};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 const MAX_BATCH: usize = 4096;
@@ -76,16 +78,35 @@ impl StoreWriter {
     }
 }
 
+/// Counters may wait this long for company before they are committed (the ~10 ms a
+/// `kill -9` can lose); a change someone waits for is committed at once.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Takes what is queued; when nothing waits for an acknowledgement, lingers up to
+/// `GATHER` so that one transaction carries many requests' counters.
+fn gather(first: Job, rx: &mpsc::Receiver<Job>) -> Vec<Job> {
+    let deadline = Instant::now() + GATHER;
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_BATCH {
+        let urgent = jobs.iter().any(|j| j.ack.is_some());
+        let next = if urgent {
+            rx.try_recv().ok()
+        } else {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()
+        };
+        match next {
+            Some(job) => jobs.push(job),
+            None => break,
+        }
+    }
+    jobs
+}
+
 fn run(mut store: SqliteStore, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        let ops: Vec<WriteOp> = jobs.iter_mut().flat_map(|j| j.ops.drain(..)).collect();
+        let mut jobs = gather(first, &rx);
+        let ops = coalesce(jobs.iter_mut().flat_map(|j| j.ops.drain(..)).collect());
         let result = store.apply(&ops).map_err(|e| e.to_string());
         if let Err(e) = &result {
             log::error!("store write of {} changes failed: {e}", ops.len());

@@ -5,11 +5,12 @@ use crate::config::UpstreamConfig;
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
 use actix_web::http::Uri;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// The default resolver + TCP connector, with TCP_NODELAY set once connected.
 #[derive(Clone, Default)]
@@ -71,10 +72,42 @@ fn build(cfg: &UpstreamConfig) -> awc::Client {
 }
 
 thread_local! {
-    static CLIENT: RefCell<Option<awc::Client>> = const { RefCell::new(None) };
+    /// This worker's client and when it was last handed out.
+    static CLIENT: RefCell<Option<(awc::Client, Instant)>> = const { RefCell::new(None) };
+    static REAPER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// This worker's client, built on first use.
 pub fn client(cfg: &UpstreamConfig) -> awc::Client {
-    CLIENT.with(|cell| cell.borrow_mut().get_or_insert_with(|| build(cfg)).clone())
+    CLIENT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let (client, used) = slot.get_or_insert_with(|| (build(cfg), Instant::now()));
+        *used = Instant::now();
+        client.clone()
+    })
+}
+
+/// awc keeps idle pooled connections until the next request asks for one, so after a peak
+/// of streams their sockets and buffers would stay forever. Once per worker, a timer drops
+/// the client after `idle` without requests; requests still in flight keep their own
+/// connection, and the next request builds a fresh client.
+pub fn start_idle_reaper(idle: Duration) {
+    if REAPER.with(|r| r.replace(true)) {
+        return;
+    }
+    actix_rt::spawn(async move {
+        let mut tick = actix_rt::time::interval(idle / 2);
+        loop {
+            tick.tick().await;
+            CLIENT.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot
+                    .as_ref()
+                    .is_some_and(|(_, used)| used.elapsed() >= idle)
+                {
+                    *slot = None;
+                }
+            });
+        }
+    });
 }

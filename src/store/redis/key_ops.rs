@@ -107,11 +107,7 @@ impl RedisStore {
         id: &str,
         status: KeyStatus,
     ) -> Result<(), StoreError> {
-        self.scripts
-            .release
-            .prepare_invoke()
-            .arg(self.names().prefix())
-            .arg(tier)
+        self.tier_script(&self.scripts.release, tier)
             .arg(id)
             .arg(status.as_str())
             .invoke_async::<i64>(&mut self.conn())

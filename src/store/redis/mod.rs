@@ -132,19 +132,23 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// Stores a credential unless Redis holds a newer one; answers whether it was written.
-    pub async fn save_credential(
+    /// A script call with the prefix and the tier filled in (every tier script takes both).
+    fn tier_script<'a>(&self, script: &'a Script, tier: &str) -> redis::ScriptInvocation<'a> {
+        let mut call = script.prepare_invoke();
+        call.arg(self.names().prefix()).arg(tier);
+        call
+    }
+
+    /// Stores a credential unless Redis holds a newer one. Answers whether it was written
+    /// and the credential Redis holds now.
+    pub async fn write_credential(
         &self,
         tier: &str,
         account: &str,
         c: &crate::domain::Credential,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(bool, crate::domain::Credential), StoreError> {
         let answer: Vec<String> = self
-            .scripts
-            .credential
-            .prepare_invoke()
-            .arg(self.names().prefix())
-            .arg(tier)
+            .tier_script(&self.scripts.credential, tier)
             .arg(account)
             .arg(&c.access_token)
             .arg(c.refresh_token.clone().unwrap_or_default())
@@ -152,6 +156,10 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(answer.first().is_some_and(|a| a == "written"))
+        let field = |i: usize| answer.get(i).map(String::as_str).unwrap_or("");
+        Ok((
+            field(0) == "written",
+            pool_ops::credential_from(field(1), field(2), field(3)),
+        ))
     }
 }

@@ -33,7 +33,7 @@ fn opt_ms(s: &str) -> Option<Millis> {
     s.parse().ok()
 }
 
-fn credential_from(access: &str, refresh: &str, expires: &str) -> Credential {
+pub(super) fn credential_from(access: &str, refresh: &str, expires: &str) -> Credential {
     Credential {
         access_token: access.to_string(),
         refresh_token: Some(refresh.to_string()).filter(|r| !r.is_empty()),
@@ -65,11 +65,7 @@ impl RedisPool {
         let limit = family.and_then(|f| self.tier.limit(f)).unwrap_or(0);
         let answer: Vec<String> = self
             .store
-            .scripts
-            .admit
-            .prepare_invoke()
-            .arg(self.store.names().prefix())
-            .arg(&self.tier.name)
+            .tier_script(&self.store.scripts.admit, &self.tier.name)
             .arg(&key.id)
             .arg(family.map_or("", ModelFamily::as_str))
             .arg(limit)
@@ -138,11 +134,7 @@ impl RedisPool {
             Outcome::Refund => ("1", Usage::default()),
         };
         self.store
-            .scripts
-            .settle
-            .prepare_invoke()
-            .arg(self.store.names().prefix())
-            .arg(&self.tier.name)
+            .tier_script(&self.store.scripts.settle, &self.tier.name)
             .arg(key_id)
             .arg(account)
             .arg(family.as_str())
@@ -160,11 +152,7 @@ impl RedisPool {
 
     pub async fn release(&self, key_id: &str) -> Result<(), PoolError> {
         self.store
-            .scripts
-            .release
-            .prepare_invoke()
-            .arg(self.store.names().prefix())
-            .arg(&self.tier.name)
+            .tier_script(&self.store.scripts.release, &self.tier.name)
             .arg(key_id)
             .arg("")
             .invoke_async::<i64>(&mut self.store.conn())
@@ -176,11 +164,7 @@ impl RedisPool {
     pub async fn bind_fixed(&self, key_id: &str, account: &str) -> Result<(), PoolError> {
         let answer: Vec<String> = self
             .store
-            .scripts
-            .bind_fixed
-            .prepare_invoke()
-            .arg(self.store.names().prefix())
-            .arg(&self.tier.name)
+            .tier_script(&self.store.scripts.bind_fixed, &self.tier.name)
             .arg(key_id)
             .arg(account)
             .arg(self.tier.slots)
@@ -259,22 +243,12 @@ impl RedisPool {
         account: &str,
         c: &Credential,
     ) -> Result<Credential, PoolError> {
-        let answer: Vec<String> = self
+        let (_, stored) = self
             .store
-            .scripts
-            .credential
-            .prepare_invoke()
-            .arg(self.store.names().prefix())
-            .arg(&self.tier.name)
-            .arg(account)
-            .arg(&c.access_token)
-            .arg(c.refresh_token.clone().unwrap_or_default())
-            .arg(c.expires_at.map(|e| e.to_string()).unwrap_or_default())
-            .invoke_async(&mut self.store.conn())
+            .write_credential(&self.tier.name, account, c)
             .await
-            .map_err(redis_err)?;
-        let field = |i: usize| answer.get(i).map(String::as_str).unwrap_or("");
-        Ok(credential_from(field(1), field(2), field(3)))
+            .map_err(store_err)?;
+        Ok(stored)
     }
 
     pub async fn get_credential(&self, account: &str) -> Result<Option<Credential>, PoolError> {
@@ -388,11 +362,7 @@ impl RedisPool {
         for (name, c) in files {
             let answer: Vec<String> = self
                 .store
-                .scripts
-                .add_account
-                .prepare_invoke()
-                .arg(self.store.names().prefix())
-                .arg(&self.tier.name)
+                .tier_script(&self.store.scripts.add_account, &self.tier.name)
                 .arg(&name)
                 .arg(&c.access_token)
                 .arg(c.refresh_token.clone().unwrap_or_default())
@@ -418,11 +388,7 @@ impl RedisPool {
                 continue;
             }
             self.store
-                .scripts
-                .forget_account
-                .prepare_invoke()
-                .arg(self.store.names().prefix())
-                .arg(&self.tier.name)
+                .tier_script(&self.store.scripts.forget_account, &self.tier.name)
                 .arg(&name)
                 .invoke_async::<i64>(&mut self.store.conn())
                 .await

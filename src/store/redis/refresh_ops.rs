@@ -32,11 +32,7 @@ impl RedisStore {
         owner: &str,
     ) -> Result<RefreshGrant, StoreError> {
         let answer: Vec<String> = self
-            .scripts
-            .refresh_begin
-            .prepare_invoke()
-            .arg(self.names().prefix())
-            .arg(tier)
+            .tier_script(&self.scripts.refresh_begin, tier)
             .arg(account)
             .arg(now)
             .arg(rules.failure_window)
@@ -68,11 +64,7 @@ impl RedisStore {
         error: &str,
         owner: &str,
     ) -> Result<(), StoreError> {
-        self.scripts
-            .refresh_end
-            .prepare_invoke()
-            .arg(self.names().prefix())
-            .arg(tier)
+        self.tier_script(&self.scripts.refresh_end, tier)
             .arg(account)
             .arg(now)
             .arg(outcome)
