@@ -67,7 +67,7 @@ fn account_of_bearer(bearer: &str, names: &[&str]) -> String {
 async fn concurrent_first_requests_across_instances_bind_every_key_once() {
     let names = ["t1", "t2", "t3"];
     let list: Vec<(&str, &str)> = names.iter().map(|n| ("trial", *n)).collect();
-    let (_redis, mock, _accounts, servers) =
+    let (redis, mock, _accounts, servers) =
         three_instances(&list, "[tiers.trial]\nslots = 7\n").await;
 
     let mut keys = Vec::new();
@@ -166,6 +166,15 @@ async fn concurrent_first_requests_across_instances_bind_every_key_once() {
             .map(|a| json!(a.iter().next().unwrap()))
             .unwrap_or(serde_json::Value::Null);
         assert_eq!(view["account"], want, "key {k}: {view}");
+    }
+
+    // §11: every key name the instances wrote lives under the configured prefix.
+    if redis.is_own() {
+        let all = redis.all_keys();
+        let under = format!("{}:", redis.prefix());
+        let stray: Vec<&String> = all.iter().filter(|k| !k.starts_with(&under)).collect();
+        assert!(!all.is_empty(), "nothing in Redis?");
+        assert!(stray.is_empty(), "Redis keys outside the prefix: {stray:?}");
     }
 }
 

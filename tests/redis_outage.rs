@@ -125,12 +125,14 @@ async fn create_key(server: &TestServer) -> String {
 }
 
 /// Under load, Redis is killed: every request gets 503 `store unavailable` quickly and
-/// nothing reaches Claude; the proxies keep running. Redis comes back (empty, same port):
-/// within ~2 s requests succeed again without restarting anything, and every request that
-/// reached Claude since is counted in its window.
+/// nothing reaches Claude; the proxies keep running. Redis comes back (same port, with the
+/// AOF persistence the README asks for, so with everything it kept): within ~2 s requests
+/// succeed again without restarting anything, and every request that reached Claude since
+/// is counted in its window.
 #[actix_rt::test]
 async fn redis_outage_under_load_fails_closed_and_recovers() {
-    let mut redis = RedisServer::own();
+    let test_start = Instant::now();
+    let mut redis = RedisServer::own_persistent();
     let mock = MockUpstream::start();
     let accounts = SharedAccounts::new();
     accounts.add_account("high", "h1");
@@ -148,7 +150,7 @@ async fn redis_outage_under_load_fails_closed_and_recovers() {
 
     // Phase 1: Redis up, requests are served.
     sleep(Duration::from_millis(600)).await;
-    let before = load.since(Instant::now() - Duration::from_secs(60));
+    let before = load.samples.borrow().clone();
     assert!(
         before.iter().any(|s| s.status == Some(200)),
         "nothing served while Redis was up: {:?}",
@@ -264,11 +266,23 @@ async fn redis_outage_under_load_fails_closed_and_recovers() {
             .parse()
             .expect("number");
         let counted = (LIMIT - remaining) as usize;
-        let forwarded = upstream_count(&mock, k, up_at);
-        assert_eq!(
-            counted, forwarded,
-            "key {k}: the window counts {counted} requests since Redis came back, \
-             Claude received {forwarded}"
+        // Redis kept the whole window through the outage: compare with everything Claude
+        // got for this key. A request admitted in the instant Redis died was counted but
+        // answered 503, so the window may exceed what was forwarded by at most the refusals.
+        let forwarded = upstream_count(&mock, k, test_start);
+        let refused = all
+            .iter()
+            .filter(|s| s.key == k && s.status == Some(503))
+            .count();
+        assert!(
+            counted >= forwarded,
+            "key {k}: Claude received {forwarded} requests but the window counts only \
+             {counted}: requests were served uncounted"
+        );
+        assert!(
+            counted - forwarded <= refused,
+            "key {k}: the window counts {counted}, Claude received {forwarded}, and only \
+             {refused} requests were refused during the outage"
         );
     }
 }
@@ -386,6 +400,7 @@ async fn readyz_follows_redis() {
 /// the proxy had given up on them (each of those was answered 503).
 #[actix_rt::test]
 async fn redis_hang_under_load_fails_fast_and_recovers_with_its_data() {
+    let test_start = Instant::now();
     let redis = RedisServer::own();
     let mock = MockUpstream::start();
     let accounts = SharedAccounts::new();
@@ -475,7 +490,7 @@ async fn redis_hang_under_load_fails_fast_and_recovers_with_its_data() {
             .parse()
             .expect("number");
         let counted = (LIMIT - remaining) as usize;
-        let forwarded = upstream_count(&mock, k, frozen_at - Duration::from_secs(3600));
+        let forwarded = upstream_count(&mock, k, test_start);
         let refused = all
             .iter()
             .filter(|s| s.key == k && s.status == Some(503))
@@ -495,4 +510,42 @@ async fn redis_hang_under_load_fails_fast_and_recovers_with_its_data() {
              {refused} requests were refused during the hang"
         );
     }
+}
+
+/// Redis restarts empty (no persistence) faster than any health check can see it down: the
+/// proxy notices the new Redis by its run id and syncs the accounts into it again, so new
+/// keys work within ~2 s; the keys Redis forgot are refused (fail closed), never served.
+#[actix_rt::test]
+async fn a_quick_empty_restart_is_noticed_and_the_accounts_come_back() {
+    let mut redis = RedisServer::own();
+    let mock = MockUpstream::start();
+    let accounts = SharedAccounts::new();
+    accounts.add_account("high", "h1");
+    let server = start_instance(&mock, &redis, &accounts, TIER_TOML);
+    assert!(wait_pool_accounts(&server, "high", &["h1"], Duration::from_secs(10)).await);
+    let old_key = create_key(&server).await;
+    assert_eq!(server.send_model(&old_key, SONNET).await.status, 200);
+
+    redis.stop();
+    redis.start_again();
+    let up_at = Instant::now();
+    let served = poll_async(Duration::from_millis(2500), || {
+        let s = &server;
+        async move {
+            let created = s.admin_post("/admin/keys", &json!({"tier": "high"})).await;
+            let key = find_key(&created.json())?;
+            (s.send_model(&key, SONNET).await.status == 200).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "the accounts were not synced into the restarted Redis within 2.5 s ({:?})",
+        up_at.elapsed()
+    );
+    server.send_model(&old_key, SONNET).await.assert_error(
+        401,
+        "authentication_error",
+        "Unauthorized API key",
+    );
 }

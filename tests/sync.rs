@@ -309,8 +309,7 @@ async fn interval_sync_picks_up_new_files() {
     server.wait_startup_sync();
     server.env.add_account(TIER, "a2");
     let found = poll_async(Duration::from_secs(3), || {
-        let fut = server.pool_account_opt(TIER, "a2");
-        async { fut.await }
+        server.pool_account_opt(TIER, "a2")
     })
     .await;
     assert!(found.is_some(), "a2 not picked up by the interval sync");

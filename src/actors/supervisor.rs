@@ -284,21 +284,26 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     })
 }
 
-/// Pings Redis twice a second: a broken connection is re-made before a request meets it,
-/// and when Redis comes back (perhaps empty, without persistence) the accounts are synced
-/// into it again at once.
+/// Checks Redis twice a second: a broken connection is re-made before a request meets it,
+/// and when Redis comes back — after an outage, or restarted so quickly that no check saw
+/// it down (its run id changed) — the accounts are synced into it again at once.
 fn watch_redis(store: RedisStore, syncer: Restartable<SyncActor>) {
     actix::spawn(async move {
         let mut was_down = false;
+        // Learn the run id at once: a restart right after start-up must not go unseen.
+        let mut known_run: Option<String> = store.run_id().await.ok();
         loop {
             actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
-            match store.ping().await {
-                Ok(()) if was_down => {
-                    log::info!("Redis is reachable again; syncing accounts");
+            match store.run_id().await {
+                Ok(run) => {
+                    let restarted = known_run.as_ref().is_some_and(|known| *known != run);
+                    if was_down || restarted {
+                        log::info!("Redis is reachable again; syncing accounts");
+                        syncer.addr().do_send(crate::actors::sync::SyncNow);
+                    }
                     was_down = false;
-                    syncer.addr().do_send(crate::actors::sync::SyncNow);
+                    known_run = Some(run);
                 }
-                Ok(()) => {}
                 Err(e) => {
                     if !was_down {
                         log::error!("Redis unreachable: {e}; requests get 503 until it returns");

@@ -19,6 +19,9 @@ enum Source {
         port: u16,
         child: Option<Child>,
         dir: tempfile::TempDir,
+        /// AOF with fsync on every write: what the README tells operators to run, so a
+        /// killed and restarted Redis comes back with everything it acknowledged.
+        persistent: bool,
     },
     /// `REDIS_URL`: shared with others, so only our prefixes are touched.
     External,
@@ -94,6 +97,15 @@ impl RedisServer {
     /// Always a `redis-server` of our own (outage tests stop and start it). Panics with a
     /// clear message when none can be started.
     pub fn own() -> RedisServer {
+        RedisServer::own_with(false)
+    }
+
+    /// Our own `redis-server` with AOF (`appendfsync always`): survives being killed.
+    pub fn own_persistent() -> RedisServer {
+        RedisServer::own_with(true)
+    }
+
+    fn own_with(persistent: bool) -> RedisServer {
         let bin = redis_server_bin();
         let mut last_log = String::new();
         for _attempt in 0..5 {
@@ -110,6 +122,7 @@ impl RedisServer {
                     port,
                     child: None,
                     dir,
+                    persistent,
                 },
             };
             server.prefixes.push(server.prefix.clone());
@@ -145,7 +158,13 @@ impl RedisServer {
     /// exits or does not answer in time.
     fn spawn(&mut self, bin: &std::path::Path) -> Result<(), String> {
         let url = self.url.clone();
-        let Source::Own { port, child, dir } = &mut self.source else {
+        let Source::Own {
+            port,
+            child,
+            dir,
+            persistent,
+        } = &mut self.source
+        else {
             panic!("spawn() on an external Redis");
         };
         assert!(child.is_none(), "redis-server already running");
@@ -163,7 +182,9 @@ impl RedisServer {
             .arg("--save")
             .arg("")
             .arg("--appendonly")
-            .arg("no")
+            .arg(if *persistent { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("always")
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
@@ -311,6 +332,20 @@ impl RedisServer {
 
     /// Every Redis key under `prefix` (`<prefix>:*`).
     pub fn keys_under(&self, prefix: &str) -> Vec<String> {
+        self.scan(&format!("{prefix}:*"))
+    }
+
+    /// Every key in the database; only on a server of our own (a shared one is not ours to
+    /// look through).
+    pub fn all_keys(&self) -> Vec<String> {
+        assert!(
+            self.is_own(),
+            "all_keys() only on a redis-server of our own"
+        );
+        self.scan("*")
+    }
+
+    fn scan(&self, pattern: &str) -> Vec<String> {
         let mut conn = self.connection();
         let mut out = Vec::new();
         let mut cursor: u64 = 0;
@@ -318,7 +353,7 @@ impl RedisServer {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(format!("{prefix}:*"))
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(1000)
                 .query(&mut conn)

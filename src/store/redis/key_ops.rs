@@ -87,6 +87,9 @@ impl RedisStore {
             .smembers(self.names().all_keys())
             .await
             .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(self.names().key(id));

@@ -11,6 +11,7 @@ w = wait(k_refresh_cooldown(tier, account)); if w then return {'cooldown', tostr
 redis.call('ZREMRANGEBYSCORE', k_refresh_failures(tier, account), '-inf', now - window)
 if redis.call('ZCARD', k_refresh_failures(tier, account)) >= max then return {'exhausted', '0'} end
 if not redis.call('SET', k_refresh_mutex(), ARGV[8], 'NX', 'PX', mutex_ms) then
-  return {'busy', tostring(math.max(wait(k_refresh_mutex()) or 50, 1))}
+  -- Someone else is refreshing: look again soon (the mutex only bounds a crashed holder).
+  return {'busy', tostring(math.min(math.max(wait(k_refresh_mutex()) or 50, 1), 250))}
 end
 return {'ok', '0'}
