@@ -163,6 +163,8 @@ impl Exchange<'_> {
                 );
                 Ok(false)
             }
+            // Already retried once with a fresh token: don't refresh again for this request.
+            AccountEffect::TokenExpired if retried => Ok(false),
             AccountEffect::TokenExpired => {
                 let account = self.admission.account.to_string();
                 match self.fresh_credential(&account).await {
@@ -312,6 +314,15 @@ impl Exchange<'_> {
         let is_stream = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let usage = UsageReader::for_content_type(content_type);
         let first_byte = is_stream.then(|| (self.started, self.key.tier.clone()));
+        // A sized answer keeps its length (no chunked framing the client never asked for).
+        let length = answer
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(length) = length {
+            response.no_chunking(length);
+        }
         response.streaming(Relay::new(answer, usage, self.ticket.take(), first_byte))
     }
 }
