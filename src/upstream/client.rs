@@ -99,15 +99,31 @@ pub fn start_idle_reaper(idle: Duration) {
         let mut tick = actix_rt::time::interval(idle / 2);
         loop {
             tick.tick().await;
-            CLIENT.with(|cell| {
+            let dropped = CLIENT.with(|cell| {
                 let mut slot = cell.borrow_mut();
-                if slot
-                    .as_ref()
-                    .is_some_and(|(_, used)| used.elapsed() >= idle)
-                {
+                let stale = slot.as_ref().is_some_and(|(_, used)| used.elapsed() >= idle);
+                if stale {
                     *slot = None;
                 }
+                stale
             });
+            if dropped {
+                give_back_freed_memory();
+            }
         }
     });
 }
+
+/// glibc keeps freed heap pages for reuse; after a peak's connections are gone, hand them
+/// back to the system so the process shrinks to its idle size again.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim only releases free memory held by the allocator; it touches no
+    // memory this program still uses and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_freed_memory() {}
