@@ -101,7 +101,9 @@ pub fn start_idle_reaper(idle: Duration) {
             tick.tick().await;
             let dropped = CLIENT.with(|cell| {
                 let mut slot = cell.borrow_mut();
-                let stale = slot.as_ref().is_some_and(|(_, used)| used.elapsed() >= idle);
+                let stale = slot
+                    .as_ref()
+                    .is_some_and(|(_, used)| used.elapsed() >= idle);
                 if stale {
                     *slot = None;
                 }
