@@ -8,7 +8,6 @@ mod common;
 use common::admin_support::call_with_token;
 use common::*;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const WRONG: &str = "not-the-admin-token";
 
@@ -57,32 +56,6 @@ async fn keys_list(server: &TestServer, query: &str) -> Vec<Value> {
         .as_array()
         .unwrap_or_else(|| panic!("GET /admin/keys{query}: no `keys` array: {}", res.text()))
         .clone()
-}
-
-/// Blacklists account `name` through a 401 "Invalid bearer token" answer to a request of a key
-/// fixed to it, and returns that key.
-async fn blacklist(server: &TestServer, mock: &MockUpstream, tier: &str, name: &str) -> String {
-    let (key, _) = server
-        .admin_create_key(&json!({"tier": tier, "account": name}))
-        .await;
-    mock.push_answer(Answer::error(
-        401,
-        "authentication_error",
-        "Invalid bearer token",
-    ));
-    let res = server.send_model(&key, SONNET).await;
-    assert_ne!(res.status, 200, "the 401 should not become a 200");
-    let got = poll_async(Duration::from_secs(2), || {
-        let fut = server.pool_account(tier, name);
-        async { (fut.await["status"] == "blacklisted").then_some(()) }
-    })
-    .await;
-    assert!(
-        got.is_some(),
-        "{name} not blacklisted: {}",
-        server.pool_account(tier, name).await
-    );
-    key
 }
 
 #[actix_rt::test]
@@ -186,7 +159,7 @@ async fn refused_calls_change_nothing() {
     assert_eq!(res.status, 200, "{}", res.text());
 
     // POST /admin/recover with a wrong token does not lift a blacklist.
-    blacklist(&server, &mock, "trial", "a2").await;
+    server.blacklist_via_401(&mock, "trial", "a2").await;
     let body = json!({"account": "a2"}).to_string();
     let res = call_with_token(
         &base,
@@ -488,7 +461,7 @@ async fn pool_shows_slots_status_expiry_and_usage() {
     assert_eq!(res.status, 429, "{}", res.text());
 
     // a2 blacklisted.
-    blacklist(&server, &mock, "trial", "a2").await;
+    server.blacklist_via_401(&mock, "trial", "a2").await;
 
     let view = server.pool_view().await;
     let tiers = view["tiers"].as_array().expect("tiers array");
@@ -545,7 +518,7 @@ async fn pool_shows_slots_status_expiry_and_usage() {
 #[actix_rt::test]
 async fn recover_lifts_a_blacklist_and_checks_the_name() {
     let (mock, server) = start_with_accounts("", &[("trial", "a1")]);
-    let key = blacklist(&server, &mock, "trial", "a1").await;
+    let key = server.blacklist_via_401(&mock, "trial", "a1").await;
     let res = server.send_model(&key, SONNET).await;
     assert_eq!(
         res.status,

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::admin_support::{call_with_token, run_raw_env, ServeProc};
+use common::admin_support::call_with_token;
+use common::cli::run_raw_env;
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;

@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::admin_support::{call_with_token, dead_url, run_cli_env};
+use common::admin_support::{call_with_token, dead_url};
+use common::cli::run_cli_env;
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -20,26 +21,6 @@ fn line_of(out: &CliOutput, account: &str) -> String {
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .find(|l| l.split_whitespace().any(|w| w == account))
         .unwrap_or_else(|| panic!("no line for {account} in `pool`:\n{}", out.stdout))
-}
-
-/// Blacklists `name` (401 "Invalid bearer token" on a key fixed to it).
-async fn blacklist(server: &TestServer, mock: &MockUpstream, tier: &str, name: &str) {
-    let (key, _) = server
-        .admin_create_key(&json!({"tier": tier, "account": name}))
-        .await;
-    mock.push_answer(Answer::error(
-        401,
-        "authentication_error",
-        "Invalid bearer token",
-    ));
-    let res = server.send_model(&key, SONNET).await;
-    assert_ne!(res.status, 200, "the 401 should not become a 200");
-    let done = poll_async(Duration::from_secs(2), || {
-        let fut = server.pool_account(tier, name);
-        async { (fut.await["status"] == "blacklisted").then_some(()) }
-    })
-    .await;
-    assert!(done.is_some(), "{name} was not blacklisted");
 }
 
 fn assert_fails_with(out: &CliOutput, what: &str, any_of: &[&str]) {
@@ -81,7 +62,7 @@ async fn pool_prints_slots_status_expiry_refresh_failures_and_usage() {
         .wait_account_usage("trial", "a1", &usage_json(1, 10, 5, 2, 3))
         .await;
     // a2: blacklisted.
-    blacklist(&server, &mock, "trial", "a2").await;
+    server.blacklist_via_401(&mock, "trial", "a2").await;
     // h1: limited by upstream until a known time.
     let (hk, _) = server.admin_create_key(&json!({"tier": "high"})).await;
     let reset_secs = now_ms() / 1000 + 7200;
@@ -193,7 +174,7 @@ async fn json_output_is_the_admin_api_answer() {
 #[actix_rt::test]
 async fn recover_sync_and_status_print_readable_answers() {
     let (mock, server) = start_with_accounts("", &[("trial", "a1"), ("trial", "a2")]);
-    blacklist(&server, &mock, "trial", "a1").await;
+    server.blacklist_via_401(&mock, "trial", "a1").await;
 
     let out = server.cli(&["recover", "a1"]);
     out.assert_ok();
@@ -272,7 +253,7 @@ fn commands_say_so_when_no_server_runs() {
 #[actix_rt::test]
 async fn a_wrong_admin_token_is_explained_and_changes_nothing() {
     let (mock, server) = start_with_accounts("", &[("trial", "a1")]);
-    blacklist(&server, &mock, "trial", "a1").await;
+    server.blacklist_via_401(&mock, "trial", "a1").await;
     server.wait_startup_sync_done().await;
     server.env.add_account("trial", "a2");
     let url = server.base_url();

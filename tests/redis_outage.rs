@@ -90,6 +90,20 @@ impl Load {
             .collect()
     }
 
+    /// When the first request started at or after `t` was answered 200, polled for up to
+    /// `within`.
+    async fn first_ok_since(&self, t: Instant, within: Duration) -> Option<Instant> {
+        poll_async(within, || {
+            let ok = self
+                .since(t)
+                .iter()
+                .find(|s| s.status == Some(200))
+                .map(|s| s.started + s.took);
+            async move { ok }
+        })
+        .await
+    }
+
     async fn finish(self) -> Vec<Sample> {
         self.stop.set(true);
         for t in self.tasks {
@@ -122,6 +136,63 @@ fn upstream_count(mock: &MockUpstream, k: usize, after: Instant) -> usize {
 
 async fn create_key(server: &TestServer) -> String {
     server.admin_create_key(&json!({"tier": "high"})).await.0
+}
+
+/// Every request of `all` started at or after `from` was answered 200 (`after`: what happened
+/// just before, for the message).
+fn assert_all_served_from(all: &[Sample], from: Instant, after: &str) {
+    let tail: Vec<Sample> = all.iter().filter(|s| s.started >= from).cloned().collect();
+    assert!(
+        tail.iter().all(|s| s.status == Some(200)),
+        "after {after} every request is served: {:?}",
+        summary(&tail)
+    );
+}
+
+/// One more request per key (key `k` on instance `k % 2`) is served, and its rate-limit
+/// window counts every request Claude received for that key since `test_start`. A request
+/// admitted in the instant Redis went away was counted but answered 503, so the window may
+/// exceed what was forwarded by at most the refusals of that key in `all` (`during`: "the
+/// outage", "the hang", for the messages).
+async fn check_windows_count_forwarded(
+    servers: &[TestServer],
+    keys: &[String],
+    mock: &MockUpstream,
+    all: &[Sample],
+    test_start: Instant,
+    during: &str,
+) {
+    for (k, key) in keys.iter().enumerate() {
+        let res = try_message(&servers[k % 2].base_url(), key, &format!("key-{k}"))
+            .await
+            .expect("request after recovery");
+        assert_eq!(res.status, 200, "key {k} after recovery: {}", res.text());
+        let remaining: u32 = res
+            .header("x-ratelimit-remaining-requests")
+            .expect("x-ratelimit-remaining-requests")
+            .parse()
+            .expect("number");
+        let counted = (LIMIT - remaining) as usize;
+        let forwarded = upstream_count(mock, k, test_start);
+        let refused = all
+            .iter()
+            .filter(|s| s.key == k && s.status == Some(503))
+            .count();
+        assert!(
+            counted >= forwarded,
+            "key {k}: Claude received {forwarded} requests but the window counts only \
+             {counted}: requests were served uncounted"
+        );
+        eprintln!(
+            "key {k}: window counts {counted}, Claude received {forwarded}, \
+             {refused} refused during {during}"
+        );
+        assert!(
+            counted - forwarded <= refused,
+            "key {k}: the window counts {counted}, Claude received {forwarded}, and only \
+             {refused} requests were refused during {during}"
+        );
+    }
 }
 
 /// Under load, Redis is killed: every request gets 503 `store unavailable` quickly and
@@ -207,15 +278,9 @@ async fn redis_outage_under_load_fails_closed_and_recovers() {
     // Phase 3: Redis back on the same port, empty.
     redis.start_again();
     let up_at = Instant::now();
-    let recovered = poll_async(Duration::from_millis(2500), || {
-        let ok = load
-            .since(up_at)
-            .iter()
-            .find(|s| s.status == Some(200))
-            .map(|s| s.started + s.took);
-        async move { ok }
-    })
-    .await;
+    let recovered = load
+        .first_ok_since(up_at, Duration::from_millis(2500))
+        .await;
     let after = load.since(up_at);
     let Some(first_ok) = recovered else {
         // Diagnostics: does a key made now work (is it only the old keys that are gone)?
@@ -246,45 +311,8 @@ async fn redis_outage_under_load_fails_closed_and_recovers() {
     // Phase 4: steady again; then every forwarded request since the restart is counted.
     sleep(Duration::from_millis(800)).await;
     let all = load.finish().await;
-    let tail: Vec<&Sample> = all
-        .iter()
-        .filter(|s| s.started >= first_ok + Duration::from_millis(300))
-        .collect();
-    assert!(
-        tail.iter().all(|s| s.status == Some(200)),
-        "after recovery every request is served: {:?}",
-        summary(&tail.iter().map(|s| (*s).clone()).collect::<Vec<_>>())
-    );
-    for (k, key) in keys.iter().enumerate() {
-        let res = try_message(&servers[k % 2].base_url(), key, &format!("key-{k}"))
-            .await
-            .expect("request after recovery");
-        assert_eq!(res.status, 200, "key {k} after recovery: {}", res.text());
-        let remaining: u32 = res
-            .header("x-ratelimit-remaining-requests")
-            .expect("x-ratelimit-remaining-requests")
-            .parse()
-            .expect("number");
-        let counted = (LIMIT - remaining) as usize;
-        // Redis kept the whole window through the outage: compare with everything Claude
-        // got for this key. A request admitted in the instant Redis died was counted but
-        // answered 503, so the window may exceed what was forwarded by at most the refusals.
-        let forwarded = upstream_count(&mock, k, test_start);
-        let refused = all
-            .iter()
-            .filter(|s| s.key == k && s.status == Some(503))
-            .count();
-        assert!(
-            counted >= forwarded,
-            "key {k}: Claude received {forwarded} requests but the window counts only \
-             {counted}: requests were served uncounted"
-        );
-        assert!(
-            counted - forwarded <= refused,
-            "key {k}: the window counts {counted}, Claude received {forwarded}, and only \
-             {refused} requests were refused during the outage"
-        );
-    }
+    assert_all_served_from(&all, first_ok + Duration::from_millis(300), "recovery");
+    check_windows_count_forwarded(&servers, &keys, &mock, &all, test_start, "the outage").await;
 }
 
 /// Redis is down when the proxy starts: it starts anyway, `/readyz` is 503, requests get
@@ -451,15 +479,9 @@ async fn redis_hang_under_load_fails_fast_and_recovers_with_its_data() {
 
     redis.thaw();
     let up_at = Instant::now();
-    let recovered = poll_async(Duration::from_millis(2500), || {
-        let ok = load
-            .since(up_at)
-            .iter()
-            .find(|s| s.status == Some(200))
-            .map(|s| s.started + s.took);
-        async move { ok }
-    })
-    .await;
+    let recovered = load
+        .first_ok_since(up_at, Duration::from_millis(2500))
+        .await;
     let Some(first_ok) = recovered else {
         panic!(
             "no request succeeded within ~2 s after Redis resumed; answers since: {:?}",
@@ -468,48 +490,9 @@ async fn redis_hang_under_load_fails_fast_and_recovers_with_its_data() {
     };
     sleep(Duration::from_millis(800)).await;
     let all = load.finish().await;
-    let tail: Vec<Sample> = all
-        .iter()
-        .filter(|s| s.started >= first_ok + Duration::from_millis(300))
-        .cloned()
-        .collect();
-    assert!(
-        tail.iter().all(|s| s.status == Some(200)),
-        "after Redis resumed every request is served: {:?}",
-        summary(&tail)
-    );
+    assert_all_served_from(&all, first_ok + Duration::from_millis(300), "Redis resumed");
 
-    for (k, key) in keys.iter().enumerate() {
-        let res = try_message(&servers[k % 2].base_url(), key, &format!("key-{k}"))
-            .await
-            .expect("request after Redis resumed");
-        assert_eq!(res.status, 200, "key {k}: {}", res.text());
-        let remaining: u32 = res
-            .header("x-ratelimit-remaining-requests")
-            .expect("x-ratelimit-remaining-requests")
-            .parse()
-            .expect("number");
-        let counted = (LIMIT - remaining) as usize;
-        let forwarded = upstream_count(&mock, k, test_start);
-        let refused = all
-            .iter()
-            .filter(|s| s.key == k && s.status == Some(503))
-            .count();
-        assert!(
-            counted >= forwarded,
-            "key {k}: Claude received {forwarded} requests but the window counts only \
-             {counted}: requests were served uncounted"
-        );
-        eprintln!(
-            "key {k}: window counts {counted}, Claude received {forwarded}, \
-             {refused} refused during the hang"
-        );
-        assert!(
-            counted - forwarded <= refused,
-            "key {k}: the window counts {counted}, Claude received {forwarded}, and only \
-             {refused} requests were refused during the hang"
-        );
-    }
+    check_windows_count_forwarded(&servers, &keys, &mock, &all, test_start, "the hang").await;
 }
 
 /// Redis restarts empty (no persistence) faster than any health check can see it down: the

@@ -25,8 +25,10 @@ async fn crash_between_store_and_file_write_loses_no_token() {
     let original = write_expiring(&env, TIER, "a1", now_ms() + 1_500);
     let (key, _) = keygen_offline(&env, TIER, &[]);
 
-    let mut run = EnvRun::start(
+    let mut run = ServeProc::start(
         env,
+        &[],
+        &[],
         &[("CLAUDE_ROUTE_FAILPOINT", "after-credential-store-write")],
     );
     let status = run.wait_exit(Duration::from_secs(6));
@@ -34,7 +36,7 @@ async fn crash_between_store_and_file_write_loses_no_token() {
         panic!(
             "the server did not die at the failpoint; {} OAuth calls; log:\n{}",
             mock.oauth_calls().len(),
-            run.lines().join("\n")
+            run.stderr_lines().join("\n")
         )
     });
     assert!(

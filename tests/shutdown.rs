@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::admin_support::{call_with_token, ServeProc};
+use common::admin_support::call_with_token;
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -16,39 +16,34 @@ async fn a_crashed_refresh_coordinator_restarts_and_keeps_refreshing() {
     // Two accounts: the first refresh crashes the coordinator, the second must still happen.
     write_expiring(&env, "supreme", "first", now_ms() + 1_500);
     write_expiring(&env, "supreme", "second", now_ms() + 4_000);
-    let run = EnvRun::start(
+    let run = ServeProc::start(
         env,
+        &[],
+        &[],
         &[("CLAUDE_ROUTE_FAILPOINT", "refresh-coordinator-panic")],
     );
 
-    let restarted = wait_until(Duration::from_secs(6), || {
-        run.lines()
-            .iter()
-            .any(|l| l.contains("refresh coordinator stopped unexpectedly"))
-            .then_some(())
-    });
+    let restarted = run.wait_for_log(
+        "refresh coordinator stopped unexpectedly",
+        Duration::from_secs(6),
+    );
     assert!(
         restarted.is_some(),
         "no restart logged:\n{}",
-        run.lines().join("\n")
+        run.stderr_lines().join("\n")
     );
     // The token the crashed incarnation saved is not lost, and nothing refreshes it twice.
     assert!(
-        run.lines()
+        run.stderr_lines()
             .iter()
             .any(|l| l.contains("refresh succeeded: first")),
         "the first refresh did not succeed before the crash"
     );
-    let second = wait_until(Duration::from_secs(6), || {
-        run.lines()
-            .iter()
-            .any(|l| l.contains("refresh succeeded: second"))
-            .then_some(())
-    });
+    let second = run.wait_for_log("refresh succeeded: second", Duration::from_secs(6));
     assert!(
         second.is_some(),
         "the restarted coordinator did not refresh `second`:\n{}",
-        run.lines().join("\n")
+        run.stderr_lines().join("\n")
     );
     assert_eq!(
         calls_for(&mock, "first").len(),

@@ -3,6 +3,7 @@
 
 use super::client::{message_request, request, Resp};
 use super::env::ADMIN_TOKEN;
+use super::mock_upstream::{Answer, MockUpstream};
 use super::server::TestServer;
 use super::{poll_async, wait_until};
 use serde_json::{json, Value};
@@ -86,6 +87,32 @@ impl TestServer {
             res.text()
         );
         res
+    }
+
+    /// Blacklists account `name` through a 401 "Invalid bearer token" answer to a request of a
+    /// key fixed to it, and returns that key.
+    pub async fn blacklist_via_401(&self, mock: &MockUpstream, tier: &str, name: &str) -> String {
+        let (key, _) = self
+            .admin_create_key(&json!({"tier": tier, "account": name}))
+            .await;
+        mock.push_answer(Answer::error(
+            401,
+            "authentication_error",
+            "Invalid bearer token",
+        ));
+        let res = self.send_model(&key, super::SONNET).await;
+        assert_ne!(res.status, 200, "the 401 should not become a 200");
+        let got = poll_async(Duration::from_secs(2), || {
+            let fut = self.pool_account(tier, name);
+            async { (fut.await["status"] == "blacklisted").then_some(()) }
+        })
+        .await;
+        assert!(
+            got.is_some(),
+            "{name} not blacklisted: {}",
+            self.pool_account(tier, name).await
+        );
+        key
     }
 
     /// A non-streaming request for `model` with key `key`.

@@ -1,6 +1,7 @@
 //! Running the `claude-route` binary as a command-line tool.
 
 use super::env::TestEnv;
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -77,8 +78,9 @@ pub fn clean_env(cmd: &mut Command) {
     }
 }
 
-/// Runs the binary with exactly `args` in `cwd`, killing it after `timeout`.
-pub fn run_raw(cwd: &Path, args: &[&str], timeout: Duration) -> CliOutput {
+/// `claude-route <args>` in `cwd` with `RUST_LOG=info`, no `CLAUDE_ROUTE_*` variable but
+/// `vars`, stdin closed and stdout/stderr piped: the one way every test starts the binary.
+pub fn command<S: AsRef<OsStr>>(cwd: &Path, args: &[S], vars: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .current_dir(cwd)
@@ -87,7 +89,28 @@ pub fn run_raw(cwd: &Path, args: &[&str], timeout: Duration) -> CliOutput {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     clean_env(&mut cmd);
-    let mut child = cmd.spawn().expect("spawn claude-route");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs the binary with exactly `args` in `cwd`, killing it after `timeout`.
+pub fn run_raw(cwd: &Path, args: &[&str], timeout: Duration) -> CliOutput {
+    run_raw_with_env(cwd, args, &[], timeout)
+}
+
+/// Runs the binary with exactly `args` in `cwd` plus the environment `vars`, killing it after
+/// `timeout`.
+pub fn run_raw_with_env(
+    cwd: &Path,
+    args: &[&str],
+    vars: &[(&str, &str)],
+    timeout: Duration,
+) -> CliOutput {
+    let mut child = command(cwd, args, vars)
+        .spawn()
+        .expect("spawn claude-route");
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let out_t = std::thread::spawn(move || {
@@ -126,6 +149,16 @@ pub fn run_raw(cwd: &Path, args: &[&str], timeout: Duration) -> CliOutput {
 
 /// Runs `claude-route --config <env's file> [--admin-url U] <args>` in the env's directory.
 pub fn run_cli_with(env: &TestEnv, admin_url: Option<&str>, args: &[&str]) -> CliOutput {
+    run_cli_env(env, admin_url, args, &[])
+}
+
+/// `claude-route --config <env's file> [--admin-url U] <args>` with extra environment.
+pub fn run_cli_env(
+    env: &TestEnv,
+    admin_url: Option<&str>,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> CliOutput {
     let config = env.config_path.to_string_lossy().into_owned();
     let mut full: Vec<&str> = vec!["--config", &config];
     if let Some(url) = admin_url {
@@ -133,10 +166,21 @@ pub fn run_cli_with(env: &TestEnv, admin_url: Option<&str>, args: &[&str]) -> Cl
         full.push(url);
     }
     full.extend_from_slice(args);
-    let out = run_raw(env.path(), &full, Duration::from_secs(30));
+    run_raw_env(env.path(), &full, vars)
+}
+
+/// Runs the binary with exactly `args` in `cwd` plus the environment `vars` (30 s at most),
+/// echoing the call and its output to the test log.
+pub fn run_raw_env(cwd: &Path, args: &[&str], vars: &[(&str, &str)]) -> CliOutput {
+    let out = run_raw_with_env(cwd, args, vars, Duration::from_secs(30));
+    let env_note = if vars.is_empty() {
+        String::new()
+    } else {
+        format!("{vars:?} ")
+    };
     eprintln!(
-        "[cli] claude-route {} -> {}\n{}{}",
-        full.join(" "),
+        "[cli] {env_note}claude-route {} -> {}\n{}{}",
+        args.join(" "),
         out.status,
         out.stdout,
         out.stderr

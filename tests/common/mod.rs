@@ -19,7 +19,7 @@ pub use cli::{keygen_offline, parse_json_objects, run_cli, run_cli_with, run_raw
 pub use client::{message_request, request, request_stream, Resp, StreamResp, HAIKU, OPUS, SONNET};
 pub use env::{access_token, now_ms, TestEnv, ADMIN_TOKEN};
 pub use mock_upstream::{Answer, MockUpstream, Recorded};
-pub use server::TestServer;
+pub use server::{ServeProc, TestServer};
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,16 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Sends `sig` (`TERM`, `KILL`, `STOP`, …) to process `pid` with `kill`, asserting it worked.
+pub fn send_signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
 }
 
 /// A mock upstream plus a directory configured against it (server not started).

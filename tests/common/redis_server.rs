@@ -295,12 +295,7 @@ impl RedisServer {
             panic!("signals need a redis-server of our own (RedisServer::own), not REDIS_URL");
         };
         let pid = child.as_ref().expect("redis-server is not running").id();
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{sig} {pid} failed");
+        super::send_signal(pid, sig);
     }
 
     /// Starts `redis-server` again on the same port (empty: there is no persistence).

@@ -1,16 +1,12 @@
 //! Helpers for the OAuth refresh, sync and rotation-safety tests (SPEC §9, §10, §14).
 
-use super::cli::{clean_env, BIN};
 use super::client::Resp;
 use super::env::{now_ms, refresh_token, TestEnv};
 use super::mock_upstream::{Answer, MockUpstream, Recorded};
 use super::server::TestServer;
 use super::{find_pool_account, wait_until};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The client id every refresh request must carry.
@@ -259,94 +255,4 @@ pub fn status_refresh_account(status: &Value, name: &str) -> Option<Value> {
         .iter()
         .find(|a| a["account"] == name)
         .cloned()
-}
-
-/// A `claude-route serve` run with extra environment variables (e.g. a failpoint), for the
-/// crash tests. The harness's `TestServer` strips every `CLAUDE_ROUTE_*` variable, so this
-/// starts the process itself; hand the env back with `into_env` to restart it normally.
-pub struct EnvRun {
-    env: Option<TestEnv>,
-    child: std::process::Child,
-    pub logs: Arc<Mutex<Vec<String>>>,
-    pub addr: String,
-}
-
-impl EnvRun {
-    /// Starts `serve` with `vars` set and waits for `listening on http://`.
-    pub fn start(env: TestEnv, vars: &[(&str, &str)]) -> EnvRun {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&env.config_path)
-            .arg("serve")
-            .current_dir(env.path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        clean_env(&mut cmd);
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn claude-route serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = logs.clone();
-        let pid = child.id();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[server {pid} env-run] {line}");
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-        let mut run = EnvRun {
-            env: Some(env),
-            child,
-            logs,
-            addr: String::new(),
-        };
-        let marker = "listening on http://";
-        let addr = wait_until(Duration::from_secs(15), || {
-            run.lines().iter().find_map(|l| {
-                l.find(marker).map(|i| {
-                    l[i + marker.len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .trim_end_matches('/')
-                        .to_string()
-                })
-            })
-        });
-        run.addr = addr.unwrap_or_else(|| {
-            panic!(
-                "no `listening on http://` from the env run; log:\n{}",
-                run.lines().join("\n")
-            )
-        });
-        run
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Waits for the process to exit on its own; None when it still runs after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        wait_until(timeout, || self.child.try_wait().ok().flatten())
-    }
-
-    /// The directory, for starting the server again (kills the process if it still runs).
-    pub fn into_env(mut self) -> TestEnv {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.env.take().expect("env taken once")
-    }
-}
-
-impl Drop for EnvRun {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

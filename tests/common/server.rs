@@ -1,14 +1,41 @@
 //! The real `claude-route serve` process, started on port 0 in a temporary directory.
 
-use super::cli::{self, clean_env, CliOutput, BIN};
+use super::cli::{self, command, CliOutput};
 use super::env::TestEnv;
 use super::wait_until;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+const LISTENING: &str = "listening on http://";
+
+/// The `host:port` from the first `listening on http://…` line among `lines`.
+fn listening_addr(lines: &[String]) -> Option<String> {
+    lines.iter().find_map(|l| {
+        l.find(LISTENING).map(|i| {
+            l[i + LISTENING.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_string()
+        })
+    })
+}
+
+/// Copies `src` line by line into `sink` (and the test log, tagged `[tag]`) on a thread.
+fn pump(src: impl Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>, tag: String) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(src).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("[{tag}] {line}");
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+}
 
 pub struct TestServer {
     pub env: TestEnv,
@@ -37,44 +64,28 @@ impl TestServer {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.env.config_path)
-            .arg("serve")
-            .current_dir(self.env.path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        clean_env(&mut cmd);
+        let mut cmd = command(
+            self.env.path(),
+            &[
+                OsStr::new("--config"),
+                self.env.config_path.as_os_str(),
+                OsStr::new("serve"),
+            ],
+            &[],
+        );
+        cmd.stdout(Stdio::null());
         let mut child = cmd.spawn().expect("spawn claude-route serve");
-        let stderr = child.stderr.take().expect("stderr");
         let lines = self.lock_logs().len();
         self.run_start = lines;
-        let logs = self.logs.clone();
-        let pid = child.id();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[server {pid}] {line}");
-                logs.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
+        pump(
+            child.stderr.take().expect("stderr"),
+            self.logs.clone(),
+            format!("server {}", child.id()),
+        );
         self.child = Some(child);
-        let marker = "listening on http://";
         let start = Instant::now();
         loop {
-            let found = self.logs_since_start().iter().find_map(|l| {
-                l.find(marker).map(|i| {
-                    l[i + marker.len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .trim_end_matches('/')
-                        .to_string()
-                })
-            });
-            if let Some(addr) = found {
+            if let Some(addr) = listening_addr(&self.logs_since_start()) {
                 self.addr = addr;
                 return;
             }
@@ -91,7 +102,7 @@ impl TestServer {
             }
             if start.elapsed() > START_TIMEOUT {
                 panic!(
-                    "no `listening on http://` within {START_TIMEOUT:?}; log:\n{}",
+                    "no `{LISTENING}` within {START_TIMEOUT:?}; log:\n{}",
                     self.logs_since_start().join("\n")
                 );
             }
@@ -138,12 +149,7 @@ impl TestServer {
 
     fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {
-            let status = Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(pid.to_string())
-                .status()
-                .expect("run kill");
-            assert!(status.success(), "kill -{sig} {pid} failed");
+            super::send_signal(pid, sig);
         }
     }
 
@@ -212,6 +218,168 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `claude-route … serve …` process started with arbitrary arguments and environment (e.g. a
+/// failpoint, which `TestServer` cannot pass since it strips every `CLAUDE_ROUTE_*` variable),
+/// for the log-file, shutdown and crash tests. Stdout and stderr are captured line by line;
+/// hand the directory back with `into_env` to start it again.
+pub struct ServeProc {
+    env: Option<TestEnv>,
+    child: Option<Child>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    pub addr: String,
+    status: Option<ExitStatus>,
+}
+
+impl ServeProc {
+    /// Runs `claude-route <before…> --config <file> serve <after…>` with `vars` set and waits
+    /// for `listening on http://`.
+    pub fn start(
+        env: TestEnv,
+        before: &[&str],
+        after: &[&str],
+        vars: &[(&str, &str)],
+    ) -> ServeProc {
+        let config = env.config_path.as_os_str();
+        let args: Vec<&OsStr> = before
+            .iter()
+            .map(OsStr::new)
+            .chain([OsStr::new("--config"), config, OsStr::new("serve")])
+            .chain(after.iter().map(OsStr::new))
+            .collect();
+        let mut child = command(env.path(), &args, vars)
+            .spawn()
+            .expect("spawn claude-route serve");
+        let pid = child.id();
+        let stderr: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stdout: Arc<Mutex<Vec<String>>> = Arc::default();
+        pump(
+            child.stderr.take().expect("stderr"),
+            stderr.clone(),
+            format!("serve {pid}"),
+        );
+        pump(
+            child.stdout.take().expect("stdout"),
+            stdout.clone(),
+            format!("serve {pid} stdout"),
+        );
+        let mut proc = ServeProc {
+            env: Some(env),
+            child: Some(child),
+            stderr,
+            stdout,
+            addr: String::new(),
+            status: None,
+        };
+        let addr = wait_until(START_TIMEOUT, || listening_addr(&proc.stderr_lines()));
+        proc.addr = addr.unwrap_or_else(|| {
+            panic!(
+                "no `{LISTENING}` from `serve`; log:\n{}",
+                proc.stderr_lines().join("\n")
+            )
+        });
+        proc
+    }
+
+    pub fn env(&self) -> &TestEnv {
+        self.env.as_ref().expect("env present")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("process started").id()
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until some stderr line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        wait_until(timeout, || {
+            self.stderr_lines().into_iter().find(|l| l.contains(needle))
+        })
+    }
+
+    /// Sends `sig` (`TERM`, `INT`, …) to the process.
+    pub fn signal(&self, sig: &str) {
+        super::send_signal(self.pid(), sig);
+    }
+
+    /// The exit status once the process has ended, or None while it still runs.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                self.status = child.try_wait().ok().flatten();
+            }
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to end by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.try_status() {
+                return Some(s);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (without blocking an async runtime) up to `timeout` for the process to end.
+    pub async fn wait_exit_async(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.try_status() {
+                return Some(s);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            super::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The directory back (killing the process if it still runs), e.g. to restart it.
+    pub fn into_env(mut self) -> TestEnv {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.env.take().expect("env taken once")
+    }
+}
+
+impl Drop for ServeProc {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
