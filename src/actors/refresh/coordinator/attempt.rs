@@ -77,19 +77,19 @@ impl RefreshCoordinator {
                 ),
                 Err(e) => ("failure", 0, e.to_string()),
             };
-            if let Err(e) = store
-                .refresh_end(
-                    &tier,
-                    &name,
-                    now_ms(),
-                    outcome,
-                    &rules,
-                    pause,
-                    &error,
-                    &owner,
-                )
-                .await
-            {
+            // Recorded twice at most: a lost answer must not leave the lock unset. The same
+            // time both tries, so a failure is one entry however often it is written.
+            let ended = now_ms();
+            let mut recorded = Ok(());
+            for _ in 0..2 {
+                recorded = store
+                    .refresh_end(&tier, &name, ended, outcome, &rules, pause, &error, &owner)
+                    .await;
+                if recorded.is_ok() {
+                    break;
+                }
+            }
+            if let Err(e) = recorded {
                 log::error!("refresh outcome of {name} not recorded in the store: {e}");
             }
             Attempt::Done(result)

@@ -10,8 +10,11 @@ w = wait(k_refresh_lock()); if w then return {'locked', tostring(w)} end
 w = wait(k_refresh_cooldown(tier, account)); if w then return {'cooldown', tostring(w)} end
 redis.call('ZREMRANGEBYSCORE', k_refresh_failures(tier, account), '-inf', now - window)
 if redis.call('ZCARD', k_refresh_failures(tier, account)) >= max then return {'exhausted', '0'} end
-if not redis.call('SET', k_refresh_mutex(), ARGV[8], 'NX', 'PX', mutex_ms) then
+-- Our own mutex (an answer lost to a timeout left it behind) is ours to take again.
+local holder = redis.call('GET', k_refresh_mutex())
+if holder and holder ~= ARGV[8] then
   -- Someone else is refreshing: look again soon (the mutex only bounds a crashed holder).
   return {'busy', tostring(math.min(math.max(wait(k_refresh_mutex()) or 50, 1), 250))}
 end
+redis.call('SET', k_refresh_mutex(), ARGV[8], 'PX', mutex_ms)
 return {'ok', '0'}
