@@ -2,7 +2,9 @@
 //! needs ends up in `Services`, shared by all HTTP workers.
 
 use super::keys::{KeyCache, KeyRegistry};
-use super::pool::{AccountExpiries, AccountSlot, PoolActor, PoolState};
+use super::pool::{
+    AccountExpiries, AccountSlot, PoolActor, PoolError, PoolState, PoolView, ViewPool,
+};
 use super::refresh::{RefreshCoordinator, RefreshGate, Track, Tracked};
 use super::restartable::{supervise, Restartable};
 use super::sync::SyncActor;
@@ -38,6 +40,25 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Other(String),
+}
+
+impl Services {
+    /// Every tier's pool view, in tier-name order (admin pool, readiness, metrics).
+    pub async fn pool_views(&self) -> Vec<Result<PoolView, PoolError>> {
+        let mut names: Vec<&String> = self.pools.keys().collect();
+        names.sort();
+        let mut views = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(pool) = self.pools.get(name) {
+                views.push(
+                    pool.send(ViewPool)
+                        .await
+                        .unwrap_or(Err(PoolError::Unavailable)),
+                );
+            }
+        }
+        views
+    }
 }
 
 /// Builds every tier's pool from the account files and what the store remembers.
@@ -167,8 +188,8 @@ fn start_coordinator(
 ) -> Addr<RefreshCoordinator> {
     let (saved, timers) = match (backend, config.sqlite_path()) {
         (Backend::Embedded(_), Some(path)) => {
-            match SqliteStore::open(&path).and_then(|s| s.load_all()) {
-                Ok(stored) => (stored.refresh, stored.refresh_timers),
+            match SqliteStore::open(&path).and_then(|s| s.load_refresh()) {
+                Ok(saved) => (saved.records, saved.timers),
                 Err(e) => {
                     log::error!("refresh state could not be read from the store: {e}");
                     (HashMap::new(), (0, 0))

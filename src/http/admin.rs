@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use crate::actors::keys::{CreateKey, RevokeKey};
-use crate::actors::pool::{KeyDetails, RecoverAccount, ViewPool};
+use crate::actors::pool::{KeyDetails, RecoverAccount};
 use crate::actors::refresh::{Recovered, ViewRefresh};
 use crate::actors::supervisor::Services;
 use crate::actors::sync::{LastSync, SyncNow};
@@ -14,6 +14,7 @@ use crate::store::{Backend, KeyRecord, Usage};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -65,22 +66,28 @@ pub fn key_view(record: &KeyRecord, account: Option<String>, usage: Usage) -> Ke
 
 /// Views of some keys, with their binding and usage from their pools.
 async fn views(svc: &Services, records: Vec<Arc<KeyRecord>>) -> Vec<KeyView> {
-    let mut out = Vec::with_capacity(records.len());
-    for record in records {
-        let details = match svc.pools.get(&record.tier) {
-            Some(pool) => pool
-                .send(KeyDetails {
-                    key_ids: vec![record.id.clone()],
-                })
-                .await
-                .ok()
-                .and_then(|mut d| d.pop()),
-            None => None,
-        };
-        let (account, usage) = details.unwrap_or_default();
-        out.push(key_view(&record, account, usage));
+    // One KeyDetails message per tier, not per key.
+    let mut by_tier: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, record) in records.iter().enumerate() {
+        by_tier.entry(record.tier.as_str()).or_default().push(i);
     }
-    out
+    let mut details: Vec<(Option<String>, Usage)> = vec![Default::default(); records.len()];
+    for (tier, positions) in by_tier {
+        let Some(pool) = svc.pools.get(tier) else {
+            continue;
+        };
+        let key_ids = positions.iter().map(|&i| records[i].id.clone()).collect();
+        if let Ok(found) = pool.send(KeyDetails { key_ids }).await {
+            for (i, detail) in positions.into_iter().zip(found) {
+                details[i] = detail;
+            }
+        }
+    }
+    records
+        .iter()
+        .zip(details)
+        .map(|(record, (account, usage))| key_view(record, account, usage))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -222,23 +229,16 @@ pub async fn pool(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResp
         .send(ViewRefresh)
         .await
         .map_err(|e| ApiError::Internal(format!("refresh coordinator: {e}")))?;
-    let mut names: Vec<&String> = svc.pools.keys().collect();
-    names.sort();
     let mut tiers = Vec::new();
-    for name in names {
-        let Some(pool) = svc.pools.get(name) else {
-            continue;
-        };
-        let view = pool
-            .send(ViewPool)
-            .await
-            .map_err(|e| ApiError::Internal(format!("pool: {e}")))??;
+    for view in svc.pool_views().await {
+        let view = view?;
+        let name = view.tier.clone();
         let mut view = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
         // Each account's refresh state sits beside its slots and status.
         if let Some(accounts) = view["accounts"].as_array_mut() {
             for account in accounts {
                 let state = refresh.accounts.iter().find(|r| {
-                    &r.tier == name && account["name"].as_str() == Some(r.account.as_str())
+                    r.tier == name && account["name"].as_str() == Some(r.account.as_str())
                 });
                 account["refresh"] = serde_json::to_value(state).unwrap_or_default();
             }

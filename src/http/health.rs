@@ -1,6 +1,5 @@
 //! Liveness and readiness for load balancers and systemd.
 
-use crate::actors::pool::ViewPool;
 use crate::actors::supervisor::Services;
 use actix_web::{web, HttpResponse};
 
@@ -11,12 +10,13 @@ pub async fn healthz() -> HttpResponse {
 /// Ready when the store answers and at least one account is loaded now.
 pub async fn readyz(svc: web::Data<Services>) -> HttpResponse {
     let store_ok = svc.backend.healthy().await;
-    let mut accounts = 0;
-    for pool in svc.pools.values() {
-        if let Ok(Ok(view)) = pool.send(ViewPool).await {
-            accounts += view.accounts.len();
-        }
-    }
+    let accounts: usize = svc
+        .pool_views()
+        .await
+        .iter()
+        .flatten()
+        .map(|view| view.accounts.len())
+        .sum();
     let body = serde_json::json!({"store": store_ok, "accounts": accounts});
     if store_ok && accounts > 0 {
         HttpResponse::Ok().json(body)

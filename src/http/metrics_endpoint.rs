@@ -2,7 +2,6 @@
 
 use super::admin::require_admin;
 use super::error::ApiError;
-use crate::actors::pool::ViewPool;
 use crate::actors::supervisor::Services;
 use crate::metrics::{metrics, tier_label, AccountStatusLabels};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,10 +14,8 @@ pub async fn metrics_text(
         require_admin(&req, &svc)?;
     }
     let m = metrics();
-    for (tier, pool) in svc.pools.iter() {
-        let Ok(Ok(view)) = pool.send(ViewPool).await else {
-            continue;
-        };
+    for view in svc.pool_views().await.into_iter().flatten() {
+        let tier = &view.tier;
         m.slots_used
             .get_or_create(&tier_label(tier))
             .set(i64::from(view.slots_used));

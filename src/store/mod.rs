@@ -8,7 +8,7 @@ pub mod redis;
 pub mod sqlite;
 pub mod writer;
 
-pub use records::{KeyRecord, KeyStatus, RefreshRecord, StoredState, Usage, WriteOp};
+pub use records::{KeyRecord, KeyStatus, RefreshRecord, SavedRefresh, StoredState, Usage, WriteOp};
 pub use sqlite::SqliteStore;
 pub use writer::StoreWriter;
 

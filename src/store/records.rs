@@ -161,9 +161,14 @@ pub struct StoredState {
     pub account_usage: HashMap<(String, String), Usage>,
     pub blacklist: HashMap<(String, String), BlacklistEntry>,
     pub credentials: HashMap<(String, String), Credential>,
-    pub refresh: HashMap<(String, String), RefreshRecord>,
+}
+
+/// What the refresh coordinator kept across restarts.
+#[derive(Debug, Default)]
+pub struct SavedRefresh {
+    pub records: HashMap<(String, String), RefreshRecord>,
     /// (success lock until, paused until)
-    pub refresh_timers: (Millis, Millis),
+    pub timers: (Millis, Millis),
 }
 
 impl KeyRecord {

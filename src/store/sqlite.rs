@@ -2,11 +2,12 @@
 //! server runs, and opened directly by the CLI when none does.
 
 use super::records::{
-    BlacklistEntry, KeyRecord, KeyStatus, RefreshRecord, StoredState, Usage, WriteOp,
+    BlacklistEntry, KeyRecord, KeyStatus, RefreshRecord, SavedRefresh, StoredState, Usage, WriteOp,
 };
 use super::StoreError;
 use crate::domain::{Credential, ModelFamily, Window};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::HashMap;
 use std::path::Path;
 
 const SCHEMA: &str = "
@@ -187,6 +188,14 @@ impl SqliteStore {
             let (place, credential) = row?;
             state.credentials.insert(place, credential);
         }
+        Ok(state)
+    }
+
+    /// The refresh coordinator's saved state: per-account records and the global timers
+    /// (success lock until, paused until). Read on its own: the coordinator reloads it
+    /// whenever it is (re)started.
+    pub fn load_refresh(&self) -> Result<SavedRefresh, StoreError> {
+        let mut records = HashMap::new();
         let mut stmt = self.conn.prepare(
             "SELECT tier, account, failures, cooldown_until, last_error FROM refresh_state",
         )?;
@@ -201,7 +210,7 @@ impl SqliteStore {
         for row in rows {
             let (place, failures, cooldown_until, last_error) = row?;
             let failures: Vec<i64> = serde_json::from_str(&failures).unwrap_or_default();
-            state.refresh.insert(
+            records.insert(
                 place,
                 RefreshRecord {
                     failures,
@@ -219,8 +228,10 @@ impl SqliteStore {
                 .optional()?
                 .unwrap_or(0))
         };
-        state.refresh_timers = (meta("refresh_lock_until")?, meta("refresh_paused_until")?);
-        Ok(state)
+        Ok(SavedRefresh {
+            records,
+            timers: (meta("refresh_lock_until")?, meta("refresh_paused_until")?),
+        })
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
