@@ -161,12 +161,59 @@ async fn ten_accounts_expiring_together_are_all_refreshed_in_time() {
     );
 }
 
-/// Two accounts due at once and a 1 s success lock: the second refresh waits for the lock
-/// (and is not charged for it).
+/// A slow token endpoint (200 ms per answer) on top of a 300 ms success lock: six accounts
+/// expiring together still all get their new tokens before expiry, because the plan leaves
+/// room for each attempt's round trip and not just for the lock.
+#[actix_rt::test]
+async fn slow_token_endpoint_still_refreshes_everyone_in_time() {
+    let answer_time = Duration::from_millis(200);
+    let (mock, env) = setup(&refresh_toml("1s", "300ms", "400ms", 3));
+    mock.set_oauth_delay(answer_time);
+    let names: Vec<String> = (0..6).map(|i| format!("slow{i}")).collect();
+    let clock = Clock::now();
+    let expires_at = now_ms() + 5_000;
+    for name in &names {
+        write_expiring(&env, TIER, name, expires_at);
+    }
+    let deadline = clock.instant_of(expires_at);
+    let server = TestServer::start(env);
+
+    let all_new = wait_until(deadline.saturating_duration_since(Instant::now()), || {
+        names
+            .iter()
+            .all(|n| {
+                oauth_part(&read_account(&server.env, TIER, n))["accessToken"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("sk-ant-oat01-new-"))
+            })
+            .then_some(())
+    });
+    let calls = mock.oauth_calls();
+    assert!(
+        all_new.is_some(),
+        "not every account was refreshed before its token expired; calls at {:?} ms before expiry",
+        calls
+            .iter()
+            .map(|c| ms(deadline.saturating_duration_since(c.at)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(calls.len(), names.len(), "exactly one refresh per account");
+    for pair in calls.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap + Duration::from_millis(2) >= answer_time + Duration::from_millis(300),
+            "a refresh started {} ms after the previous one, inside its answer time plus the lock",
+            ms(gap)
+        );
+    }
+}
+
+/// Two accounts due within the lock's reach (a 1 s success lock, tokens expiring 1.2 s from
+/// now): the second refresh waits for the lock (and is not charged for it).
 #[actix_rt::test]
 async fn success_lock_spaces_refreshes() {
     let (mock, env) = setup(&refresh_toml("500ms", "1s", "400ms", 3));
-    let expires_at = now_ms() + 2_000;
+    let expires_at = now_ms() + 1_200;
     write_expiring(&env, TIER, "a1", expires_at);
     write_expiring(&env, TIER, "a2", expires_at);
     let server = TestServer::start(env);

@@ -1,8 +1,8 @@
 //! The mock upstream's answers: Messages API (JSON and SSE), models, count_tokens, OAuth.
 
 use super::mock_upstream::{
-    current_delay, new_stream, record, respond, stream_end, stream_sent, stream_shape, take_answer,
-    MockState,
+    current_delay, current_oauth_delay, new_stream, record, respond, stream_end, stream_sent,
+    stream_shape, take_answer, MockState,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -20,6 +20,10 @@ pub async fn handle(
     let method = req.method().as_str().to_string();
 
     if path == "/v1/oauth/token" {
+        let delay = current_oauth_delay(&state);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         return oauth(&state);
     }
 

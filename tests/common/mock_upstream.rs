@@ -125,6 +125,8 @@ pub struct MockState {
     pub oauth_queued: Mutex<VecDeque<Answer>>,
     pub oauth_fixed: Mutex<Option<Answer>>,
     pub oauth_count: AtomicUsize,
+    /// Wait before answering a token request (a slow token endpoint).
+    pub oauth_delay: Mutex<Duration>,
 }
 
 impl Default for MockState {
@@ -140,6 +142,7 @@ impl Default for MockState {
             oauth_queued: Mutex::default(),
             oauth_fixed: Mutex::default(),
             oauth_count: AtomicUsize::new(0),
+            oauth_delay: Mutex::new(Duration::ZERO),
         }
     }
 }
@@ -268,6 +271,10 @@ impl MockUpstream {
         lock(&self.state.oauth_queued).push_back(answer);
     }
 
+    pub fn set_oauth_delay(&self, delay: Duration) {
+        *lock(&self.state.oauth_delay) = delay;
+    }
+
     pub fn set_oauth_fixed_answer(&self, answer: Option<Answer>) {
         *lock(&self.state.oauth_fixed) = answer;
     }
@@ -331,6 +338,10 @@ pub(super) fn take_answer(
 
 pub(super) fn current_delay(state: &MockState) -> Duration {
     *lock(&state.delay)
+}
+
+pub(super) fn current_oauth_delay(state: &MockState) -> Duration {
+    *lock(&state.oauth_delay)
 }
 
 pub(super) fn stream_shape(state: &MockState) -> (usize, Duration) {

@@ -1,6 +1,7 @@
 //! Keeping OAuth tokens fresh: the coordinator decides when, the gate performs one refresh
 //! of one account at a time and saves the rotated pair everywhere before anyone uses it.
 
+mod attempt_time;
 mod coordinator;
 mod gate;
 pub(crate) mod plan;

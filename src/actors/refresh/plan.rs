@@ -29,14 +29,15 @@ pub enum Decision {
     Idle,
 }
 
-/// Latest start per candidate (same order as `deadlines`, which must be ascending).
-pub fn latest_starts(deadlines: &[Millis], lead: Millis, lock: Millis) -> Vec<Millis> {
+/// Latest start per candidate (same order as `deadlines`, which must be ascending), each
+/// `spacing` (success lock plus the time an attempt takes) before the next one's.
+pub fn latest_starts(deadlines: &[Millis], lead: Millis, spacing: Millis) -> Vec<Millis> {
     let mut starts = vec![0; deadlines.len()];
     let mut next_start: Option<Millis> = None;
     for i in (0..deadlines.len()).rev() {
         let own = deadlines[i].saturating_sub(lead);
         let start = match next_start {
-            Some(next) => own.min(next.saturating_sub(lock)),
+            Some(next) => own.min(next.saturating_sub(spacing)),
             None => own,
         };
         starts[i] = start;
@@ -50,7 +51,7 @@ pub fn decide(
     candidates: &[Candidate],
     now: Millis,
     lead: Millis,
-    lock: Millis,
+    spacing: Millis,
     lock_until: Millis,
     paused_until: Millis,
 ) -> Decision {
@@ -58,7 +59,7 @@ pub fn decide(
         return Decision::Idle;
     }
     let deadlines: Vec<Millis> = candidates.iter().map(|c| c.deadline).collect();
-    let starts = latest_starts(&deadlines, lead, lock);
+    let starts = latest_starts(&deadlines, lead, spacing);
     let ready =
         (0..candidates.len()).find(|&i| starts[i] <= now && candidates[i].cooldown_until <= now);
     if let Some(index) = ready {

@@ -28,6 +28,7 @@ impl RefreshCoordinator {
             return;
         };
         self.in_flight = Some(id.clone());
+        let started = now_ms();
         let gate = self.gate.clone();
         let (tier, name) = id.clone();
         let known_expiry = self.accounts.get(&id).and_then(|p| p.expires_at);
@@ -97,7 +98,12 @@ impl RefreshCoordinator {
         ctx.spawn(work.into_actor(self).map(move |attempt, act, ctx| {
             act.in_flight = None;
             match attempt {
-                Attempt::Done(result) => act.finish(id, result),
+                Attempt::Done(result) => {
+                    if matches!(result, Ok(RefreshOutcome::Refreshed(_)) | Err(_)) {
+                        act.attempt_times.record(now_ms() - started);
+                    }
+                    act.finish(id, result)
+                }
                 Attempt::Deferred(reason, wait) => {
                     let note = if reason == "locked" {
                         format!("refresh blocked by global lock: {} waits {wait} ms", id.1)

@@ -2,6 +2,7 @@
 //! lock, the token-endpoint pause and every account's cooldown and failure count, and runs
 //! one refresh at a time, earliest deadline first.
 
+use super::attempt_time::AttemptTimes;
 use super::gate::{RefreshGate, RefreshOutcome};
 use super::plan::{decide, Candidate, Decision};
 use crate::actors::pool::{BlacklistAccount, GetCredential, PoolActor};
@@ -53,6 +54,8 @@ pub struct RefreshCoordinator {
     lock_until: Millis,
     paused_until: Millis,
     in_flight: Option<AccountId>,
+    /// How long recent attempts took, so the plan leaves room for them.
+    attempt_times: AttemptTimes,
     urgent: HashMap<AccountId, Vec<Waiter>>,
     wake: Option<SpawnHandle>,
     /// What was last logged as the reason for waiting, so a wait is logged once.
@@ -90,6 +93,7 @@ impl RefreshCoordinator {
             lock_until: timers.0,
             paused_until: timers.1,
             in_flight: None,
+            attempt_times: AttemptTimes::default(),
             urgent: HashMap::new(),
             wake: None,
             last_wait_note: None,
@@ -168,7 +172,7 @@ impl RefreshCoordinator {
             &cands,
             now,
             Self::ms(self.cfg.lead),
-            Self::ms(self.cfg.success_lock),
+            Self::ms(self.cfg.success_lock).saturating_add(self.attempt_times.budget()),
             self.lock_until,
             self.paused_until,
         );
