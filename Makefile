@@ -3,7 +3,7 @@ CARGO  ?= cargo
 BIN    := target/release/claude-route
 ARGS   ?=
 
-.PHONY: build run test lint bench keygen pool recover sync status keys
+.PHONY: build run test lint bench bench-deps keygen pool recover sync status keys
 
 build:
 	$(CARGO) build --release
@@ -18,7 +18,15 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-bench: build
+# nginx is the reference proxy of the bench; installed (Debian's nginx-light) when missing
+# and we may, skipped by the bench otherwise.
+bench-deps:
+	@command -v nginx >/dev/null 2>&1 || [ ! -x /usr/bin/apt-get ] || [ "$$(id -u)" != 0 ] || \
+		{ apt-get install -y nginx-light >/dev/null 2>&1 || \
+		  { apt-get update >/dev/null 2>&1 && apt-get install -y nginx-light >/dev/null 2>&1; }; } || \
+		echo "nginx-light could not be installed; the bench runs without it"
+
+bench: build bench-deps
 	$(CARGO) build --release --example mock_upstream --example bench
 	ulimit -n $$(ulimit -Hn) 2>/dev/null; $(CARGO) run --release --example bench -- $(ARGS)
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod failpoint;
 pub mod http;
+pub mod logger;
 pub mod metrics;
 pub mod store;
 pub mod upstream;

@@ -8,11 +8,11 @@
 
 mod common;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use claude_route::actors::pool::{
-    Admission, Admit, BindFixed, BlacklistAccount, GetCredential, KeyDetails, Outcome, PoolActor,
-    PoolError, PoolState, PoolView, RecoverAccount, Release, Settle, SyncAccounts, SyncDelta,
-    UpdateCredential, ViewPool,
+    Admission, BindFixed, BlacklistAccount, GetCredential, KeyDetails, Outcome, PoolActor,
+    PoolBackend, PoolError, PoolHandle, PoolState, PoolView, RecoverAccount, Release, Settle,
+    SyncAccounts, SyncDelta, UpdateCredential, ViewPool,
 };
 use claude_route::config::{HumanDuration, TierConfig, TierLimits};
 use claude_route::domain::{Credential, Millis, ModelFamily, Tier};
@@ -65,10 +65,11 @@ fn cred(name: &str, expires_at: Millis) -> Credential {
     }
 }
 
-/// One pool of the `high` tier behind a PoolActor, on either backend.
+/// One pool of the `high` tier, on either backend: admission and settling through the
+/// handle the request path uses, everything else through its PoolActor.
 struct Store {
     kind: Kind,
-    pool: Addr<PoolActor>,
+    pool: PoolHandle,
     writer: Option<StoreWriter>,
     redis: Option<RedisStore>,
     _redis_server: Option<RedisServer>,
@@ -86,7 +87,8 @@ impl Store {
                 let sqlite =
                     SqliteStore::open(&dir.path().join("store.db")).expect("open SQLite store");
                 let writer = StoreWriter::start(sqlite).expect("start store writer");
-                let pool = PoolActor::new(PoolState::new(tier), writer.clone()).start();
+                let backend = PoolBackend::embedded(PoolState::new(tier), writer.clone());
+                let pool = PoolHandle::new(PoolActor::new(backend.clone()).start(), backend);
                 Store {
                     kind,
                     pool,
@@ -100,7 +102,8 @@ impl Store {
                 let server = RedisServer::start();
                 let store =
                     RedisStore::open(server.url(), server.prefix()).expect("open Redis store");
-                let pool = PoolActor::redis(store.pool(tier)).start();
+                let backend = PoolBackend::Redis(store.pool(tier));
+                let pool = PoolHandle::new(PoolActor::new(backend.clone()).start(), backend);
                 Store {
                     kind,
                     pool,
@@ -129,6 +132,7 @@ impl Store {
     async fn sync(&self, files: Vec<(&str, Credential)>) -> SyncDelta {
         let files = files.into_iter().map(|(n, c)| (n.to_string(), c)).collect();
         self.pool
+            .addr()
             .send(SyncAccounts { files })
             .await
             .expect("pool mailbox")
@@ -172,13 +176,7 @@ impl Store {
         key: &Arc<KeyRecord>,
         family: Option<ModelFamily>,
     ) -> Result<Admission, PoolError> {
-        self.pool
-            .send(Admit {
-                key: key.clone(),
-                family,
-            })
-            .await
-            .expect("pool mailbox")
+        self.pool.admit(key, family).await
     }
 
     /// A counted Sonnet request.
@@ -194,20 +192,23 @@ impl Store {
     }
 
     async fn settle(&self, key: &KeyRecord, a: &Admission, outcome: Outcome) {
-        self.pool
-            .send(Settle {
-                key_id: key.id.clone(),
-                account: a.account.clone(),
-                family: a.family.unwrap_or(ModelFamily::Sonnet),
-                window_started: a.grant.map(|g| g.started_at),
-                outcome,
-            })
-            .await
-            .expect("pool mailbox");
+        let settle = Settle {
+            key_id: key.id.clone(),
+            account: a.account.clone(),
+            family: a.family.unwrap_or(ModelFamily::Sonnet),
+            window_started: a.grant.map(|g| g.started_at),
+            outcome,
+        };
+        match self.kind {
+            Kind::Embedded => self.pool.settle(settle),
+            // Redis settles through the actor; its answer says the script has run.
+            Kind::Redis => self.pool.addr().send(settle).await.expect("pool mailbox"),
+        }
     }
 
     async fn release(&self, key: &KeyRecord) {
         self.pool
+            .addr()
             .send(Release {
                 key_id: key.id.clone(),
             })
@@ -217,6 +218,7 @@ impl Store {
 
     async fn bind_fixed(&self, key: &KeyRecord, account: &str) -> Result<(), PoolError> {
         self.pool
+            .addr()
             .send(BindFixed {
                 key_id: key.id.clone(),
                 account: account.to_string(),
@@ -227,6 +229,7 @@ impl Store {
 
     async fn blacklist(&self, account: &str) -> bool {
         self.pool
+            .addr()
             .send(BlacklistAccount {
                 account: account.to_string(),
                 reason: "test: revoked".to_string(),
@@ -237,6 +240,7 @@ impl Store {
 
     async fn recover(&self, account: &str) -> bool {
         self.pool
+            .addr()
             .send(RecoverAccount {
                 account: account.to_string(),
             })
@@ -246,6 +250,7 @@ impl Store {
 
     async fn update_credential(&self, account: &str, credential: Credential) -> bool {
         self.pool
+            .addr()
             .send(UpdateCredential {
                 account: account.to_string(),
                 credential,
@@ -256,6 +261,7 @@ impl Store {
 
     async fn credential(&self, account: &str) -> Option<Credential> {
         self.pool
+            .addr()
             .send(GetCredential {
                 account: account.to_string(),
             })
@@ -266,6 +272,7 @@ impl Store {
 
     async fn view(&self) -> PoolView {
         self.pool
+            .addr()
             .send(ViewPool)
             .await
             .expect("pool mailbox")
@@ -284,6 +291,7 @@ impl Store {
 
     async fn key_details(&self, keys: &[&KeyRecord]) -> Vec<(Option<String>, Usage)> {
         self.pool
+            .addr()
             .send(KeyDetails {
                 key_ids: keys.iter().map(|k| k.id.clone()).collect(),
             })

@@ -3,7 +3,8 @@
 
 use super::keys::{KeyCache, KeyRegistry};
 use super::pool::{
-    AccountExpiries, AccountSlot, PoolActor, PoolError, PoolState, PoolView, ViewPool,
+    AccountExpiries, AccountSlot, PoolActor, PoolBackend, PoolError, PoolHandle, PoolState,
+    PoolView, ViewPool,
 };
 use super::refresh::{RefreshCoordinator, RefreshGate, Track, Tracked};
 use super::restartable::{supervise, Restartable};
@@ -24,7 +25,7 @@ use std::time::Instant;
 pub struct Services {
     pub config: Arc<Config>,
     pub tiers: Arc<HashMap<String, Tier>>,
-    pub pools: Arc<HashMap<String, Addr<PoolActor>>>,
+    pub pools: Arc<HashMap<String, PoolHandle>>,
     pub keys: KeyCache,
     pub registry: Addr<KeyRegistry>,
     pub backend: Backend,
@@ -51,7 +52,8 @@ impl Services {
         for name in names {
             if let Some(pool) = self.pools.get(name) {
                 views.push(
-                    pool.send(ViewPool)
+                    pool.addr()
+                        .send(ViewPool)
                         .await
                         .unwrap_or(Err(PoolError::Unavailable)),
                 );
@@ -137,7 +139,7 @@ fn build_pools(
 /// What the store gives the actors at start-up.
 struct Loaded {
     backend: Backend,
-    pool_actors: Vec<(String, PoolActor)>,
+    pools: Vec<(String, PoolBackend)>,
     keys: Vec<crate::store::KeyRecord>,
 }
 
@@ -147,13 +149,13 @@ fn load_embedded(config: &Config, path: &std::path::Path) -> Result<Loaded, Star
     let mut stored = store.load_all()?;
     let writer = StoreWriter::start(store)?;
     let states = build_pools(config, &stored, &writer);
-    let pool_actors = states
+    let pools = states
         .into_iter()
-        .map(|(name, state)| (name, PoolActor::new(state, writer.clone())))
+        .map(|(name, state)| (name, PoolBackend::embedded(state, writer.clone())))
         .collect();
     Ok(Loaded {
         backend: Backend::Embedded(writer),
-        pool_actors,
+        pools,
         keys: std::mem::take(&mut stored.keys),
     })
 }
@@ -161,9 +163,9 @@ fn load_embedded(config: &Config, path: &std::path::Path) -> Result<Loaded, Star
 /// Redis: nothing to load; Redis is the authority and the first sync fills in the accounts.
 fn load_redis(config: &Config, tiers: &HashMap<String, Tier>) -> Result<Loaded, StartError> {
     let store = RedisStore::open(&config.store.url, &config.store.prefix)?;
-    let pool_actors = tiers
+    let pools = tiers
         .iter()
-        .map(|(name, tier)| (name.clone(), PoolActor::redis(store.pool(tier.clone()))))
+        .map(|(name, tier)| (name.clone(), PoolBackend::Redis(store.pool(tier.clone()))))
         .collect();
     let loader = store.clone();
     actix::spawn(async move {
@@ -174,7 +176,7 @@ fn load_redis(config: &Config, tiers: &HashMap<String, Tier>) -> Result<Loaded, 
     });
     Ok(Loaded {
         backend: Backend::Redis(store),
-        pool_actors,
+        pools,
         keys: Vec::new(),
     })
 }
@@ -248,14 +250,19 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     let backend = loaded.backend;
 
     let pool_arbiter = Arbiter::new();
-    let mut pools = HashMap::new();
-    for (name, actor) in loaded.pool_actors {
-        pools.insert(
-            name,
-            PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| actor),
-        );
+    let mut handles = HashMap::new();
+    for (name, pool) in loaded.pools {
+        let actor = PoolActor::new(pool.clone());
+        let addr = PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| actor);
+        handles.insert(name, PoolHandle::new(addr, pool));
     }
-    let pools = Arc::new(pools);
+    // The actors, for the parts that only ever message them.
+    let pools: Arc<HashMap<String, Addr<PoolActor>>> = Arc::new(
+        handles
+            .iter()
+            .map(|(name, handle)| (name.clone(), handle.addr().clone()))
+            .collect(),
+    );
 
     let keys = KeyCache::default();
     for record in loaded.keys {
@@ -296,7 +303,7 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
         refresher,
         syncer,
         tiers,
-        pools,
+        pools: Arc::new(handles),
         keys,
         registry,
         backend,

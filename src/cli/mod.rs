@@ -99,7 +99,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
     logging::init(serving, cli.global.log_file.as_deref())?;
     let config: Config = config::load(cli.global.config.as_deref(), &cli.global.overrides())
         .map_err(|e| format!("invalid configuration: {e}"))?;
-    match cli.command {
+    let done = match cli.command {
         Command::Serve => crate::http::serve(config),
         Command::Keygen(args) => keys::keygen(&config, args),
         Command::Keys { action } => keys::keys(&config, action),
@@ -107,5 +107,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Recover { account } => pool::recover(&config, &account),
         Command::Sync { json } => pool::sync(&config, json),
         Command::Status { json } => pool::status(&config, json),
-    }
+    };
+    log::logger().flush();
+    done
 }

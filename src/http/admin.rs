@@ -77,7 +77,7 @@ async fn views(svc: &Services, records: Vec<Arc<KeyRecord>>) -> Vec<KeyView> {
             continue;
         };
         let key_ids = positions.iter().map(|&i| records[i].id.clone()).collect();
-        if let Ok(found) = pool.send(KeyDetails { key_ids }).await {
+        if let Ok(found) = pool.addr().send(KeyDetails { key_ids }).await {
             for (i, detail) in positions.into_iter().zip(found) {
                 details[i] = detail;
             }
@@ -271,6 +271,7 @@ pub async fn recover(
     let mut recovered = Vec::new();
     for (tier, pool) in svc.pools.iter() {
         let done = pool
+            .addr()
             .send(RecoverAccount {
                 account: body.account.clone(),
             })

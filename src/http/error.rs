@@ -1,10 +1,11 @@
 //! Every error a client can cause, as Anthropic's error JSON, so SDKs show the message.
 
+use super::header_names as names;
 use crate::actors::keys::{AuthError, KeyError};
 use crate::actors::pool::PoolError;
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::domain::KeyParseError;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
 #[derive(Debug, thiserror::Error)]
@@ -189,15 +190,15 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status_code());
         if let Some(secs) = self.retry_after() {
-            builder.insert_header(("retry-after", secs.to_string()));
+            builder.insert_header((header::RETRY_AFTER, secs));
         }
         if let ApiError::Pool(PoolError::RateLimited {
             limit, resets_at, ..
         }) = self
         {
-            builder.insert_header(("x-ratelimit-limit-requests", limit.to_string()));
-            builder.insert_header(("x-ratelimit-remaining-requests", "0"));
-            builder.insert_header(("x-ratelimit-reset-requests", rfc3339_ms(*resets_at)));
+            builder.insert_header((names::RATELIMIT_LIMIT, *limit));
+            builder.insert_header((names::RATELIMIT_REMAINING, 0u32));
+            builder.insert_header((names::RATELIMIT_RESET, rfc3339_ms(*resets_at)));
         }
         builder.json(error_body(self.error_type(), &self.message()))
     }

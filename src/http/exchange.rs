@@ -4,9 +4,10 @@
 //! account limited. Nothing has reached the client before that decision.
 
 use super::error::ApiError;
+use super::header_names as names;
 use super::relay::{Relay, SettleTicket};
 use crate::actors::pool::{
-    Admission, Admit, BlacklistAccount, GetCredential, MarkLimited, Outcome, PoolActor,
+    Admission, BlacklistAccount, GetCredential, MarkLimited, Outcome, PoolHandle,
 };
 use crate::actors::refresh::RefreshNow;
 use crate::actors::supervisor::Services;
@@ -17,7 +18,6 @@ use crate::domain::Credential;
 use crate::metrics::{metrics, tier_label};
 use crate::store::KeyRecord;
 use crate::upstream::{client, request, usage::UsageReader};
-use actix::Addr;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
@@ -30,7 +30,7 @@ pub struct Exchange<'a> {
     pub svc: &'a Services,
     pub req: &'a HttpRequest,
     pub key: Arc<KeyRecord>,
-    pub pool: Addr<PoolActor>,
+    pub pool: PoolHandle,
     pub body: Option<Bytes>,
     pub admission: Admission,
     pub ticket: Option<SettleTicket>,
@@ -92,15 +92,7 @@ impl Exchange<'_> {
 
     /// Moves the key to a new account after its old one was blacklisted (uncounted).
     async fn rebind(&mut self) -> Result<(), ApiError> {
-        let moved = self
-            .pool
-            .send(Admit {
-                key: self.key.clone(),
-                family: None,
-            })
-            .await
-            .map_err(|e| ApiError::Internal(format!("pool: {e}")))?;
-        let moved = moved?;
+        let moved = self.pool.admit(&self.key, None).await?;
         log::info!(
             "key {} assigned to account: {} (slots: {}/{})",
             self.key.prefix,
@@ -121,6 +113,7 @@ impl Exchange<'_> {
     async fn fresh_credential(&self, account: &str) -> Result<Arc<Credential>, String> {
         let current = self
             .pool
+            .addr()
             .send(GetCredential {
                 account: account.to_string(),
             })
@@ -145,6 +138,7 @@ impl Exchange<'_> {
     async fn blacklist(&self, reason: String) {
         let _ = self
             .pool
+            .addr()
             .send(BlacklistAccount {
                 account: self.admission.account.to_string(),
                 reason,
@@ -227,7 +221,7 @@ impl Exchange<'_> {
                         self.admission.account,
                         rfc3339(until)
                     );
-                    self.pool.do_send(MarkLimited {
+                    self.pool.addr().do_send(MarkLimited {
                         account: self.admission.account.to_string(),
                         until,
                     });
@@ -276,9 +270,9 @@ impl Exchange<'_> {
         }
         if status.is_success() {
             if let Some(g) = self.admission.grant {
-                response.insert_header(("x-ratelimit-limit-requests", g.limit.to_string()));
-                response.insert_header(("x-ratelimit-remaining-requests", g.remaining.to_string()));
-                response.insert_header(("x-ratelimit-reset-requests", rfc3339_ms(g.resets_at)));
+                response.insert_header((names::RATELIMIT_LIMIT, g.limit));
+                response.insert_header((names::RATELIMIT_REMAINING, g.remaining));
+                response.insert_header((names::RATELIMIT_RESET, rfc3339_ms(g.resets_at)));
             }
         }
         if status == StatusCode::TOO_MANY_REQUESTS
@@ -286,7 +280,7 @@ impl Exchange<'_> {
         {
             let secs = unified_reset_ms(answer_headers)
                 .map_or(60, |until| ((until - now_ms()) / 1000).max(1));
-            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+            response.insert_header((header::RETRY_AFTER, secs));
         }
         response
     }

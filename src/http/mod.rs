@@ -4,6 +4,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod exchange;
+pub mod header_names;
 pub mod health;
 pub mod metrics_endpoint;
 pub mod proxy;

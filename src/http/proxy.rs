@@ -6,7 +6,7 @@ use super::error::ApiError;
 use super::exchange::Exchange;
 use super::relay::SettleTicket;
 use crate::actors::keys::AuthError;
-use crate::actors::pool::{Admission, Admit, PoolError};
+use crate::actors::pool::{Admission, PoolError};
 use crate::actors::refresh::NextAttempt;
 use crate::actors::supervisor::Services;
 use crate::clock::now_ms;
@@ -199,14 +199,7 @@ async fn forward(
             tier: crate::domain::tier::capitalize(&key.tier),
         })?
         .clone();
-    let admitted = pool
-        .send(Admit {
-            key: key.clone(),
-            family,
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("pool: {e}")))?;
-    let admission = match admitted {
+    let admission = match pool.admit(&key, family).await {
         Ok(a) => a,
         Err(PoolError::TokenExpired { account, .. }) => {
             // Tell the client when the coordinator will try next.

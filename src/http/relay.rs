@@ -2,10 +2,9 @@
 //! watched for usage, and the request settled exactly once — at the end, on an upstream error,
 //! or when the client goes away (dropped body: served, counted).
 
-use crate::actors::pool::{Outcome, PoolActor, Settle};
+use crate::actors::pool::{Outcome, PoolHandle, Settle};
 use crate::domain::{Millis, ModelFamily};
 use crate::upstream::usage::UsageReader;
-use actix::Addr;
 use bytes::Bytes;
 use futures_util::Stream;
 use std::pin::Pin;
@@ -14,7 +13,7 @@ use std::task::{Context, Poll};
 
 /// What settling a request needs to know.
 pub struct SettleTicket {
-    pub pool: Addr<PoolActor>,
+    pub pool: PoolHandle,
     pub tier: String,
     pub key_id: String,
     pub account: Arc<str>,
@@ -42,7 +41,7 @@ impl SettleTicket {
                 }
             }
         }
-        self.pool.do_send(Settle {
+        self.pool.settle(Settle {
             key_id: self.key_id,
             account: self.account,
             family: self.family,

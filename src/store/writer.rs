@@ -1,49 +1,91 @@
 //! Write-behind: one thread owns the SQLite connection and commits whatever has queued up
 //! in a single transaction. Counters ride along without waiting; durable changes carry an
 //! acknowledgement that fires only after their transaction committed.
+//!
+//! The queue is a plain locked list, not a channel: a counter written while the writer is
+//! already gathering a batch must not wake it — on a busy proxy that wake-up per request
+//! was a thread switch per request.
 
 use super::coalesce::coalesce;
 use super::{SqliteStore, StoreError, WriteOp};
-use std::sync::mpsc;
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// A batch this large is committed without waiting for more.
 const MAX_BATCH: usize = 4096;
+
+/// Counters may wait this long for company before they are committed (the ~10 ms a
+/// `kill -9` can lose); a change someone waits for is committed at once.
+const GATHER: Duration = Duration::from_millis(5);
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
-struct Job {
+#[derive(Default)]
+struct Queue {
     ops: Vec<WriteOp>,
-    ack: Option<Ack>,
+    acks: Vec<Ack>,
+    /// The writer sleeps until something arrives; whoever queues first wakes it.
+    idle: bool,
+    /// Every handle is gone: commit what is left and stop.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn close(&self) {
+        self.queue.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Closes the queue when the last `StoreWriter` clone is dropped.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 #[derive(Clone)]
 pub struct StoreWriter {
-    tx: mpsc::Sender<Job>,
+    owner: Arc<Owner>,
 }
 
 impl StoreWriter {
     /// Starts the writer thread; it ends when every `StoreWriter` handle is dropped.
     pub fn start(store: SqliteStore) -> Result<StoreWriter, StoreError> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let shared = Arc::new(Shared::default());
+        let for_thread = shared.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(store, &for_thread))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
-        Ok(StoreWriter { tx })
+        Ok(StoreWriter {
+            owner: Arc::new(Owner(shared)),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.owner.0
     }
 
     /// Queues a change; it reaches disk within one batch.
     pub fn write(&self, op: WriteOp) {
-        if self
-            .tx
-            .send(Job {
-                ops: vec![op],
-                ack: None,
-            })
-            .is_err()
-        {
-            log::error!("store writer has stopped; a change was not saved");
+        let shared = self.shared();
+        let mut queue = shared.queue.lock();
+        queue.ops.push(op);
+        let wake = std::mem::take(&mut queue.idle) || queue.ops.len() == MAX_BATCH;
+        drop(queue);
+        if wake {
+            shared.wake.notify_one();
         }
     }
 
@@ -53,17 +95,15 @@ impl StoreWriter {
         ops: Vec<WriteOp>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> {
         let (ack, done) = oneshot::channel();
-        let sent = self
-            .tx
-            .send(Job {
-                ops,
-                ack: Some(ack),
-            })
-            .is_ok();
+        let shared = self.shared();
+        let mut queue = shared.queue.lock();
+        queue.ops.extend(ops);
+        queue.acks.push(ack);
+        queue.idle = false;
+        drop(queue);
+        // Also cuts a gathering writer short: someone is waiting.
+        shared.wake.notify_one();
         async move {
-            if !sent {
-                return Err(StoreError::Unavailable("store writer has stopped".into()));
-            }
             match done.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(StoreError::Unavailable(e)),
@@ -78,43 +118,97 @@ impl StoreWriter {
     }
 }
 
-/// Counters may wait this long for company before they are committed (the ~10 ms a
-/// `kill -9` can lose); a change someone waits for is committed at once.
-const GATHER: Duration = Duration::from_millis(5);
-
-/// Takes what is queued; when nothing waits for an acknowledgement, lingers up to
-/// `GATHER` so that one transaction carries many requests' counters.
-fn gather(first: Job, rx: &mpsc::Receiver<Job>) -> Vec<Job> {
+/// Waits for work, then — when nothing waits for an acknowledgement — lingers up to
+/// `GATHER` so that one transaction carries many requests' counters. None: closed and empty.
+fn next_batch(shared: &Shared) -> Option<(Vec<WriteOp>, Vec<Ack>)> {
+    let mut queue = shared.queue.lock();
+    while queue.ops.is_empty() && queue.acks.is_empty() {
+        if queue.closed {
+            return None;
+        }
+        queue.idle = true;
+        shared.wake.wait(&mut queue);
+    }
+    queue.idle = false;
     let deadline = Instant::now() + GATHER;
-    let mut jobs = vec![first];
-    while jobs.len() < MAX_BATCH {
-        let urgent = jobs.iter().any(|j| j.ack.is_some());
-        let next = if urgent {
-            rx.try_recv().ok()
-        } else {
-            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .ok()
-        };
-        match next {
-            Some(job) => jobs.push(job),
-            None => break,
+    while queue.acks.is_empty() && !queue.closed && queue.ops.len() < MAX_BATCH {
+        if shared.wake.wait_until(&mut queue, deadline).timed_out() {
+            break;
         }
     }
-    jobs
+    Some((
+        std::mem::take(&mut queue.ops),
+        std::mem::take(&mut queue.acks),
+    ))
 }
 
-fn run(mut store: SqliteStore, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = gather(first, &rx);
-        let ops = coalesce(jobs.iter_mut().flat_map(|j| j.ops.drain(..)).collect());
+fn run(mut store: SqliteStore, shared: &Shared) {
+    while let Some((ops, acks)) = next_batch(shared) {
+        let ops = coalesce(ops);
         let result = store.apply(&ops).map_err(|e| e.to_string());
         if let Err(e) = &result {
             log::error!("store write of {} changes failed: {e}", ops.len());
         }
-        for job in jobs {
-            if let Some(ack) = job.ack {
-                let _ = ack.send(result.clone());
+        for ack in acks {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::KeyStatus;
+
+    fn writer_on(dir: &std::path::Path) -> (StoreWriter, std::path::PathBuf) {
+        let path = dir.join("w.db");
+        let store = SqliteStore::open(&path).expect("open");
+        (StoreWriter::start(store).expect("start"), path)
+    }
+
+    fn key(id: &str) -> crate::store::KeyRecord {
+        let mut k =
+            crate::store::KeyRecord::mint("supreme", Some(86_400_000), None, String::new(), 0).1;
+        k.id = id.into();
+        k
+    }
+
+    #[actix_rt::test]
+    async fn flush_commits_everything_queued_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, path) = writer_on(dir.path());
+        for i in 0..10 {
+            writer.write(WriteOp::InsertKey(key(&format!("k{i}"))));
+        }
+        writer.flush().await.expect("flush");
+        let stored = SqliteStore::open(&path)
+            .expect("reopen")
+            .load_all()
+            .expect("load");
+        assert_eq!(stored.keys.len(), 10);
+        assert!(stored.keys.iter().all(|k| k.status == KeyStatus::Active));
+    }
+
+    #[test]
+    fn dropping_the_last_handle_commits_what_is_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, path) = writer_on(dir.path());
+        writer.write(WriteOp::InsertKey(key("last")));
+        drop(writer);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stored = SqliteStore::open(&path)
+                .expect("reopen")
+                .load_all()
+                .expect("load");
+            if stored.keys.len() == 1 {
+                break;
             }
+            assert!(
+                Instant::now() < deadline,
+                "the last write never reached disk"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

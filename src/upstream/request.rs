@@ -3,6 +3,7 @@
 
 use crate::config::UpstreamConfig;
 use crate::domain::headers::{forward_request_header, merged_beta, DEFAULT_ANTHROPIC_VERSION};
+use crate::http::header_names as names;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::Method;
 
@@ -24,9 +25,12 @@ pub fn build(
     let betas = client_headers
         .get_all("anthropic-beta")
         .filter_map(|v| v.to_str().ok());
-    req = req.insert_header(("anthropic-beta", merged_beta(betas)));
-    if !client_headers.contains_key("anthropic-version") {
-        req = req.insert_header(("anthropic-version", DEFAULT_ANTHROPIC_VERSION));
+    req = req.insert_header((names::ANTHROPIC_BETA, merged_beta(betas)));
+    if !client_headers.contains_key(names::ANTHROPIC_VERSION) {
+        req = req.insert_header((
+            names::ANTHROPIC_VERSION,
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        ));
     }
     if !client_headers.contains_key(header::USER_AGENT) {
         req = req.insert_header((header::USER_AGENT, cfg.user_agent.as_str()));

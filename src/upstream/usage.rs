@@ -1,7 +1,9 @@
 //! Reads token usage from an answer as it streams by, without holding any byte back:
 //! `message_start` + `message_delta` events of a stream (cumulative), `usage` of a JSON body.
 
+use super::json_scan::top_level_field;
 use crate::store::Usage;
+use bytes::Bytes;
 use serde::Deserialize;
 
 /// A line longer than this cannot be a usage event; it is skipped, not buffered.
@@ -15,6 +17,31 @@ struct UsageFields {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+}
+
+/// A JSON answer as it arrived: its chunks (shared, not copied) and their total length.
+#[derive(Default)]
+pub struct JsonBody {
+    chunks: Vec<Bytes>,
+    len: usize,
+    overflowed: bool,
+}
+
+impl JsonBody {
+    fn usage(&self) -> Option<UsageFields> {
+        if self.overflowed {
+            return None;
+        }
+        let joined;
+        let body: &[u8] = match self.chunks.as_slice() {
+            [one] => one,
+            many => {
+                joined = many.concat();
+                &joined
+            }
+        };
+        serde_json::from_slice(top_level_field(body, "usage")?).ok()
+    }
 }
 
 #[derive(Deserialize)]
@@ -52,10 +79,7 @@ pub enum UsageReader {
         skipping: bool,
         total: Usage,
     },
-    Json {
-        body: Vec<u8>,
-        overflowed: bool,
-    },
+    Json(JsonBody),
     Ignore,
 }
 
@@ -67,27 +91,27 @@ impl UsageReader {
                 skipping: false,
                 total: Usage::default(),
             },
-            Some(ct) if ct.starts_with("application/json") => UsageReader::Json {
-                body: Vec::new(),
-                overflowed: false,
-            },
+            Some(ct) if ct.starts_with("application/json") => {
+                UsageReader::Json(JsonBody::default())
+            }
             _ => UsageReader::Ignore,
         }
     }
 
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub fn feed(&mut self, chunk: &Bytes) {
         match self {
             UsageReader::Sse {
                 line,
                 skipping,
                 total,
             } => feed_sse(line, skipping, total, chunk),
-            UsageReader::Json { body, overflowed } => {
-                if body.len() + chunk.len() > MAX_JSON_BODY {
-                    *overflowed = true;
-                    body.clear();
-                } else if !*overflowed {
-                    body.extend_from_slice(chunk);
+            UsageReader::Json(body) => {
+                body.len += chunk.len();
+                if body.len > MAX_JSON_BODY {
+                    body.overflowed = true;
+                    body.chunks.clear();
+                } else {
+                    body.chunks.push(chunk.clone());
                 }
             }
             UsageReader::Ignore => {}
@@ -106,14 +130,10 @@ impl UsageReader {
                 }
                 *total
             }
-            UsageReader::Json { body, overflowed } => {
+            UsageReader::Json(body) => {
                 let mut total = Usage::default();
-                if !*overflowed {
-                    if let Ok(msg) = serde_json::from_slice::<MessageFields>(body) {
-                        if let Some(u) = msg.usage {
-                            overlay(&mut total, &u);
-                        }
-                    }
+                if let Some(u) = body.usage() {
+                    overlay(&mut total, &u);
                 }
                 total
             }
@@ -186,7 +206,7 @@ mod tests {
     #[test]
     fn reads_a_stream_whole() {
         let mut r = UsageReader::for_content_type(Some("text/event-stream; charset=utf-8"));
-        r.feed(STREAM.as_bytes());
+        r.feed(&Bytes::from_static(STREAM.as_bytes()));
         assert_eq!(r.finish(), expected());
     }
 
@@ -194,7 +214,7 @@ mod tests {
     fn reads_a_stream_split_at_every_byte() {
         let mut r = UsageReader::for_content_type(Some("text/event-stream"));
         for b in STREAM.as_bytes() {
-            r.feed(std::slice::from_ref(b));
+            r.feed(&Bytes::copy_from_slice(std::slice::from_ref(b)));
         }
         assert_eq!(r.finish(), expected());
     }
@@ -202,8 +222,10 @@ mod tests {
     #[test]
     fn reads_json_usage() {
         let mut r = UsageReader::for_content_type(Some("application/json"));
-        r.feed(br#"{"id":"m","usage":{"input_tokens":3,"#);
-        r.feed(br#""output_tokens":9}}"#);
+        r.feed(&Bytes::from_static(
+            br#"{"id":"m","usage":{"input_tokens":3,"#,
+        ));
+        r.feed(&Bytes::from_static(br#""output_tokens":9}}"#));
         let u = r.finish();
         assert_eq!((u.input_tokens, u.output_tokens), (3, 9));
     }
@@ -211,9 +233,13 @@ mod tests {
     #[test]
     fn garbage_gives_zero_not_a_panic() {
         let mut r = UsageReader::for_content_type(Some("text/event-stream"));
-        r.feed(b"data: {\"type\":\"message_start\",broken\n\n");
-        r.feed(&vec![b'x'; MAX_EVENT_LINE + 10]);
-        r.feed(b"\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\n");
+        r.feed(&Bytes::from_static(
+            b"data: {\"type\":\"message_start\",broken\n\n",
+        ));
+        r.feed(&Bytes::from(vec![b'x'; MAX_EVENT_LINE + 10]));
+        r.feed(&Bytes::from_static(
+            b"\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\n",
+        ));
         assert_eq!(r.finish().output_tokens, 2);
     }
 }

@@ -1,9 +1,10 @@
-//! The actor around a pool. Embedded: answers from memory (one message at a time is what
-//! makes it exact) and persists through the writer. Redis: every message is one atomic
-//! script in Redis, so the actor only forwards and many requests can be in flight.
+//! The actor around a pool, for everything but the hot path (see `handle.rs`). Embedded:
+//! answers from memory under the pool's lock and persists through the writer. Redis: every
+//! message is one atomic script in Redis, so the actor only forwards and many requests can
+//! be in flight.
 
 use super::messages::*;
-use super::{Admission, Changes, PoolError, PoolState, PoolView, SyncDelta};
+use super::{Changes, PoolError, PoolState, PoolView, SharedPool, SyncDelta};
 use crate::clock::now_ms;
 use crate::domain::Credential;
 use crate::store::redis::RedisPool;
@@ -12,9 +13,11 @@ use actix::{Actor, Context, Handler, Response};
 use std::future::Future;
 use std::sync::Arc;
 
+/// Where a pool lives: in memory behind a lock (persisted by the writer), or in Redis.
+#[derive(Clone)]
 pub enum PoolBackend {
     Embedded {
-        state: PoolState,
+        state: SharedPool,
         writer: StoreWriter,
     },
     Redis(RedisPool),
@@ -24,41 +27,54 @@ pub struct PoolActor {
     backend: PoolBackend,
 }
 
-impl PoolActor {
-    pub fn new(state: PoolState, writer: StoreWriter) -> PoolActor {
-        PoolActor {
-            backend: PoolBackend::Embedded { state, writer },
-        }
-    }
-
-    pub fn redis(pool: RedisPool) -> PoolActor {
-        PoolActor {
-            backend: PoolBackend::Redis(pool),
+impl PoolBackend {
+    /// A tier held in memory, persisted by `writer`.
+    pub fn embedded(state: PoolState, writer: StoreWriter) -> PoolBackend {
+        PoolBackend::Embedded {
+            state: Arc::new(parking_lot::Mutex::new(state)),
+            writer,
         }
     }
 }
 
-fn write_all(writer: &StoreWriter, ops: Vec<WriteOp>) {
+impl PoolActor {
+    pub fn new(backend: PoolBackend) -> PoolActor {
+        PoolActor { backend }
+    }
+}
+
+pub(super) fn write_all(writer: &StoreWriter, ops: Vec<WriteOp>) {
     for op in ops {
         writer.write(op);
     }
 }
 
-/// Lazy changes go now; the answer waits for the durable ones.
+/// Lazy changes go now; what is returned resolves once the durable ones are on disk.
+pub(super) fn save(
+    writer: &StoreWriter,
+    changes: Changes,
+) -> Option<impl Future<Output = Result<(), PoolError>>> {
+    write_all(writer, changes.lazy);
+    if changes.durable.is_empty() {
+        return None;
+    }
+    let saved = writer.write_durable(changes.durable);
+    Some(async move { saved.await.map_err(|e| PoolError::Store(e.to_string())) })
+}
+
+/// The answer, once the durable changes are saved.
 fn answer<T: 'static>(
     writer: &StoreWriter,
     changes: Changes,
     result: Result<T, PoolError>,
 ) -> Response<Result<T, PoolError>> {
-    write_all(writer, changes.lazy);
-    if changes.durable.is_empty() {
-        return Response::reply(result);
+    match save(writer, changes) {
+        None => Response::reply(result),
+        Some(saved) => Response::fut(async move {
+            saved.await?;
+            result
+        }),
     }
-    let saved = writer.write_durable(changes.durable);
-    Response::fut(async move {
-        saved.await.map_err(|e| PoolError::Store(e.to_string()))?;
-        result
-    })
 }
 
 /// A Redis call answered when it completes; the actor moves on meanwhile.
@@ -82,30 +98,13 @@ impl Actor for PoolActor {
     }
 }
 
-impl Handler<Admit> for PoolActor {
-    type Result = Response<Result<Admission, PoolError>>;
-
-    fn handle(&mut self, msg: Admit, _: &mut Context<Self>) -> Self::Result {
-        match &mut self.backend {
-            PoolBackend::Embedded { state, writer } => {
-                let (result, changes) = state.admit(&msg.key, msg.family, now_ms());
-                answer(writer, changes, result)
-            }
-            PoolBackend::Redis(pool) => {
-                let pool = pool.clone();
-                later(async move { pool.admit(&msg.key, msg.family, now_ms()).await })
-            }
-        }
-    }
-}
-
 impl Handler<Settle> for PoolActor {
     type Result = Response<()>;
 
     fn handle(&mut self, msg: Settle, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                let ops = state.settle(
+                let ops = state.lock().settle(
                     &msg.key_id,
                     &msg.account,
                     msg.family,
@@ -140,7 +139,8 @@ impl Handler<Release> for PoolActor {
     fn handle(&mut self, msg: Release, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                write_all(writer, state.release(&msg.key_id));
+                let ops = state.lock().release(&msg.key_id);
+                write_all(writer, ops);
                 Response::reply(())
             }
             PoolBackend::Redis(pool) => {
@@ -159,7 +159,8 @@ impl Handler<BindFixed> for PoolActor {
     fn handle(&mut self, msg: BindFixed, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                match state.bind_fixed(&msg.key_id, &msg.account) {
+                let bound = state.lock().bind_fixed(&msg.key_id, &msg.account);
+                match bound {
                     Ok(changes) => answer(writer, changes, Ok(())),
                     Err(e) => Response::reply(Err(e)),
                 }
@@ -180,6 +181,7 @@ impl Handler<BlacklistAccount> for PoolActor {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
                 let done = state
+                    .lock()
                     .blacklist(&msg.account, &msg.reason, now)
                     .map(|op| writer.write(op))
                     .is_some();
@@ -218,6 +220,7 @@ impl Handler<RecoverAccount> for PoolActor {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
                 let done = state
+                    .lock()
                     .recover(&msg.account)
                     .map(|op| writer.write(op))
                     .is_some();
@@ -242,7 +245,7 @@ impl Handler<MarkLimited> for PoolActor {
     fn handle(&mut self, msg: MarkLimited, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, .. } => {
-                state.mark_limited(&msg.account, msg.until);
+                state.lock().mark_limited(&msg.account, msg.until);
                 Response::reply(())
             }
             PoolBackend::Redis(pool) => {
@@ -264,7 +267,7 @@ impl Handler<UpdateCredential> for PoolActor {
     fn handle(&mut self, msg: UpdateCredential, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, .. } => {
-                Response::reply(state.update_credential(&msg.account, msg.credential))
+                Response::reply(state.lock().update_credential(&msg.account, msg.credential))
             }
             PoolBackend::Redis(pool) => {
                 let pool = pool.clone();
@@ -287,6 +290,7 @@ impl Handler<GetCredential> for PoolActor {
         match &mut self.backend {
             PoolBackend::Embedded { state, .. } => Response::reply(
                 state
+                    .lock()
                     .accounts
                     .get(&msg.account)
                     .map(|s| s.credential.clone()),
@@ -310,7 +314,7 @@ impl Handler<ViewPool> for PoolActor {
 
     fn handle(&mut self, _: ViewPool, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
-            PoolBackend::Embedded { state, .. } => Response::reply(Ok(state.view(now_ms()))),
+            PoolBackend::Embedded { state, .. } => Response::reply(Ok(state.lock().view(now_ms()))),
             PoolBackend::Redis(pool) => {
                 let pool = pool.clone();
                 later(async move { pool.view(now_ms()).await })
@@ -324,17 +328,20 @@ impl Handler<KeyDetails> for PoolActor {
 
     fn handle(&mut self, msg: KeyDetails, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
-            PoolBackend::Embedded { state, .. } => Response::reply(
-                msg.key_ids
-                    .iter()
-                    .map(|id| {
-                        (
-                            state.bound_account(id).map(str::to_string),
-                            state.key_usage(id),
-                        )
-                    })
-                    .collect(),
-            ),
+            PoolBackend::Embedded { state, .. } => {
+                let state = state.lock();
+                Response::reply(
+                    msg.key_ids
+                        .iter()
+                        .map(|id| {
+                            (
+                                state.bound_account(id).map(str::to_string),
+                                state.key_usage(id),
+                            )
+                        })
+                        .collect(),
+                )
+            }
             PoolBackend::Redis(pool) => {
                 let pool = pool.clone();
                 later(async move {
@@ -354,7 +361,7 @@ impl Handler<SyncAccounts> for PoolActor {
     fn handle(&mut self, msg: SyncAccounts, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                let (delta, ops) = state.sync_accounts(msg.files);
+                let (delta, ops) = state.lock().sync_accounts(msg.files);
                 write_all(writer, ops);
                 Response::reply(Ok(delta))
             }
@@ -373,6 +380,7 @@ impl Handler<AccountExpiries> for PoolActor {
         match &mut self.backend {
             PoolBackend::Embedded { state, .. } => Response::reply(
                 state
+                    .lock()
                     .accounts
                     .iter()
                     .map(|(name, slot)| {

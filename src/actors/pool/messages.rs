@@ -1,20 +1,12 @@
 //! Messages a PoolActor answers.
 
-use super::{Admission, Outcome, PoolError, PoolView, SyncDelta};
+use super::{Outcome, PoolError, PoolView, SyncDelta};
 use crate::domain::{Credential, Millis, ModelFamily};
-use crate::store::{KeyRecord, Usage};
+use crate::store::Usage;
 use actix::Message;
 use std::sync::Arc;
 
-/// Bind the key if needed and count the request. `family: None` is an uncounted call
-/// (count_tokens, models) that only needs the key's account.
-#[derive(Message)]
-#[rtype(result = "Result<Admission, PoolError>")]
-pub struct Admit {
-    pub key: Arc<KeyRecord>,
-    pub family: Option<ModelFamily>,
-}
-
+/// How an admitted request ended (Redis: through the actor; embedded: `PoolHandle::settle`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Settle {

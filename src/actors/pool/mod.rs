@@ -1,8 +1,11 @@
-//! PoolActor: one per tier. It owns the tier's slots, bindings and windows and handles one
-//! message at a time, which is what makes binding and admission exact under concurrency.
+//! One pool per tier: its slots, bindings and windows. Embedded, the state sits behind one
+//! lock per tier, which is what makes binding and admission exact under concurrency: request
+//! handlers take it directly for admission and settling (`PoolHandle`), everything else goes
+//! through the tier's PoolActor. On Redis, every operation is one atomic script.
 
 mod actor;
 mod error;
+mod handle;
 mod messages;
 mod state;
 mod sync;
@@ -10,6 +13,7 @@ mod view;
 
 pub use actor::{PoolActor, PoolBackend};
 pub use error::PoolError;
+pub use handle::{PoolHandle, SharedPool};
 pub use messages::*;
 pub use state::{AccountSlot, Admission, Changes, Outcome, PoolState};
 pub use sync::SyncDelta;

@@ -1,0 +1,76 @@
+//! The hot path into a tier's pool. Admission and settling run on the request's own worker
+//! thread — under the pool's lock when embedded, as one script call on Redis — instead of a
+//! round trip through the PoolActor's thread: two thread hand-offs per request were most of
+//! what the proxy cost (see BENCHMARKS.md). The lock is held only for the in-memory update.
+
+use super::actor::{save, write_all};
+use super::{Admission, PoolActor, PoolBackend, PoolError, PoolState, Settle};
+use crate::clock::now_ms;
+use crate::domain::ModelFamily;
+use crate::store::KeyRecord;
+use actix::Addr;
+use std::sync::Arc;
+
+/// An embedded tier's state, shared by its actor and the request handlers.
+pub type SharedPool = Arc<parking_lot::Mutex<PoolState>>;
+
+/// Cheap to clone (one shared pointer): a request keeps one until its answer is settled.
+#[derive(Clone)]
+pub struct PoolHandle {
+    parts: Arc<Parts>,
+}
+
+struct Parts {
+    addr: Addr<PoolActor>,
+    backend: PoolBackend,
+}
+
+impl PoolHandle {
+    pub fn new(addr: Addr<PoolActor>, backend: PoolBackend) -> PoolHandle {
+        PoolHandle {
+            parts: Arc::new(Parts { addr, backend }),
+        }
+    }
+
+    /// The actor, for everything that is not admission or settling.
+    pub fn addr(&self) -> &Addr<PoolActor> {
+        &self.parts.addr
+    }
+
+    /// Binds the key if needed and counts the request (`family: None`: uncounted, the
+    /// account only). A new binding is on disk before this returns.
+    pub async fn admit(
+        &self,
+        key: &KeyRecord,
+        family: Option<ModelFamily>,
+    ) -> Result<Admission, PoolError> {
+        match &self.parts.backend {
+            PoolBackend::Embedded { state, writer } => {
+                let (result, changes) = state.lock().admit(key, family, now_ms());
+                if let Some(saved) = save(writer, changes) {
+                    saved.await?;
+                }
+                result
+            }
+            PoolBackend::Redis(pool) => pool.admit(key, family, now_ms()).await,
+        }
+    }
+
+    /// Records how an admitted request ended. Safe to call from a destructor: it never
+    /// needs a running task (Redis settles through the actor).
+    pub fn settle(&self, msg: Settle) {
+        match &self.parts.backend {
+            PoolBackend::Embedded { state, writer } => {
+                let ops = state.lock().settle(
+                    &msg.key_id,
+                    &msg.account,
+                    msg.family,
+                    msg.window_started,
+                    msg.outcome,
+                );
+                write_all(writer, ops);
+            }
+            PoolBackend::Redis(_) => self.parts.addr.do_send(msg),
+        }
+    }
+}

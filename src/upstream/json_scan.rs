@@ -1,0 +1,178 @@
+//! Finds one field of a JSON object without parsing the rest: the usage of an answer sits
+//! beside the whole generated message, and parsing all of it for four numbers was one of the
+//! larger costs of a request. Strings are skipped with memchr, nesting by counting brackets.
+
+use memchr::memchr2;
+
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while json.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// `json[start]` is an opening quote; the index just past the closing one.
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        i += memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[i] == b'\\' {
+            i += 2;
+        } else {
+            return Some(i + 1);
+        }
+    }
+}
+
+/// The index just past the JSON value starting at `start`.
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    match json.get(start)? {
+        b'"' => string_end(json, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            loop {
+                match json.get(i)? {
+                    b'"' => {
+                        i = string_end(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let rest = &json[start..];
+            let len = rest
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
+/// The raw text of `key`'s value in the top-level object of `json`, if it has one.
+pub fn top_level_field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(json, i);
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let name_end = string_end(json, i)?;
+        let name = &json[i + 1..name_end - 1];
+        i = skip_ws(json, name_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(json, i + 1);
+        let end = value_end(json, i)?;
+        if name == key.as_bytes() {
+            return Some(&json[i..end]);
+        }
+        i = skip_ws(json, end);
+        match json.get(i)? {
+            b',' => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn field(v: &Value, key: &str) -> Option<Value> {
+        let text = serde_json::to_vec(v).expect("serialize");
+        top_level_field(&text, key).map(|raw| serde_json::from_slice(raw).expect("a JSON value"))
+    }
+
+    #[test]
+    fn finds_usage_after_a_message_full_of_decoys() {
+        let answer = json!({
+            "id": "msg_1",
+            "content": [{"type": "text", "text": "\"usage\": {\"input_tokens\": 999} \\ }]"},
+                        {"type": "tool_use", "input": {"usage": {"input_tokens": 5}}}],
+            "stop_reason": null,
+            "usage": {"input_tokens": 12, "output_tokens": 8}
+        });
+        assert_eq!(
+            field(&answer, "usage"),
+            Some(json!({"input_tokens": 12, "output_tokens": 8}))
+        );
+    }
+
+    #[test]
+    fn pretty_printed_and_missing() {
+        let text = b" {\n  \"a\" : 1 ,\n  \"usage\" : { \"output_tokens\" : 3 }\n}\n";
+        assert_eq!(
+            top_level_field(text, "usage"),
+            Some(&b"{ \"output_tokens\" : 3 }"[..])
+        );
+        assert_eq!(top_level_field(br#"{"a":1}"#, "usage"), None);
+    }
+
+    #[test]
+    fn broken_input_gives_none_not_a_panic() {
+        for text in [
+            &b""[..],
+            b"[",
+            b"{",
+            b"{\"usage\"",
+            b"{\"usage\":",
+            b"{\"usage\":{\"a\":\"",
+            b"{\"x\":\"\\",
+            b"}}}}",
+            b"{\"a\":]",
+        ] {
+            assert_eq!(top_level_field(text, "usage"), None, "{text:?}");
+        }
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map("(usage|[a-z\"\\\\{}]{0,6})", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_full_parse(
+            fields in prop::collection::btree_map("(usage|[a-z\"\\\\{}]{0,6})", any_json(), 0..8)
+        ) {
+            // Compared as text: the value is written the same inside the object and alone.
+            let object = Value::Object(fields.into_iter().collect());
+            let text = serde_json::to_vec(&object).expect("serialize");
+            let want = object.get("usage").map(|v| serde_json::to_vec(v).expect("serialize"));
+            prop_assert_eq!(top_level_field(&text, "usage").map(<[u8]>::to_vec), want);
+        }
+    }
+}
