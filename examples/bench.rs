@@ -87,8 +87,10 @@ fn run(args: Args) -> Res<()> {
         .proxy_bin
         .clone()
         .unwrap_or_else(|| profile_dir.join("claude-route"));
+    let floor_bin = examples_dir.join("stack_floor");
     for (bin, hint) in [
         (&mock_bin, "cargo build --release --examples"),
+        (&floor_bin, "cargo build --release --examples"),
         (&proxy_bin, "cargo build --release"),
     ] {
         if !bin.is_file() {
@@ -149,6 +151,15 @@ fn run(args: Args) -> Res<()> {
         }
     };
 
+    let floor = if args.no_floor {
+        println!("stack floor: skipped (--no-floor)");
+        None
+    } else {
+        let (proc, addr) = procs::start_floor(&floor_bin, mock_addr, nproc)?;
+        println!("stack floor    http://{addr} (bare actix-web + awc forwarder, {nproc} workers)");
+        Some((proc, addr))
+    };
+
     let settings = (args.accounts, args.keys, args.proxy_log.as_str());
     let home = tmp.path().join("claude-route");
     let (proxy, proxy_addr, proxy_log, keys) =
@@ -188,6 +199,13 @@ fn run(args: Args) -> Res<()> {
             keys: vec![],
         });
     }
+    if let Some((_, addr)) = &floor {
+        targets.push(Target {
+            name: "stack floor",
+            addr: *addr,
+            keys: vec![],
+        });
+    }
     targets.push(Target {
         name: "claude-route",
         addr: proxy_addr,
@@ -207,6 +225,7 @@ fn run(args: Args) -> Res<()> {
         .map(|t| match t.name {
             "direct" => mock.pid(),
             "nginx" => nginx.as_ref().map_or(0, |(p, _)| p.pid()),
+            "stack floor" => floor.as_ref().map_or(0, |(p, _)| p.pid()),
             "claude-route+redis" => redis.as_ref().map_or(0, |r| r.0.pid()),
             _ => proxy.pid(),
         })
@@ -391,6 +410,7 @@ fn run(args: Args) -> Res<()> {
     drop(redis);
     drop(proxy);
     drop(nginx);
+    drop(floor);
     drop(mock);
     Ok(())
 }

@@ -11,6 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "shared/server_args.rs"]
+mod server_args;
+
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use std::convert::Infallible;
@@ -114,19 +117,8 @@ async fn not_found() -> HttpResponse {
         .body(r#"{"type":"error","error":{"type":"not_found_error","message":"mock: no such route"}}"#)
 }
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn main() -> std::io::Result<()> {
-    let listen = arg("--listen").unwrap_or_else(|| "127.0.0.1:0".into());
-    let workers = arg("--workers")
-        .and_then(|w| w.parse().ok())
-        .filter(|&w: &usize| w > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let (listen, workers) = server_args::listen_and_workers();
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(|| {
             App::new()

@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -162,4 +164,98 @@ pub fn count_refresh(outcome: &str) {
             outcome: outcome.to_string(),
         })
         .inc();
+}
+
+/// One tier's request-path metrics, looked up once per thread: a request then touches only
+/// the metrics' own counters, never the families' maps (no label strings built, hashed and
+/// dropped per request).
+pub struct TierMetrics {
+    tier: String,
+    pub upstream_latency: Histogram,
+    pub proxy_overhead: Histogram,
+    pub stream_first_byte: Histogram,
+    /// input, output, cache_creation, cache_read
+    tokens: [Counter; 4],
+    /// By (model family, status), as they occur.
+    requests: RefCell<Vec<(&'static str, u16, Counter)>>,
+}
+
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_creation", "cache_read"];
+
+impl TierMetrics {
+    fn new(tier: &str) -> TierMetrics {
+        let m = metrics();
+        let label = tier_label(tier);
+        TierMetrics {
+            tier: tier.to_string(),
+            upstream_latency: m.upstream_latency.get_or_create(&label).clone(),
+            proxy_overhead: m.proxy_overhead.get_or_create(&label).clone(),
+            stream_first_byte: m.stream_first_byte.get_or_create(&label).clone(),
+            tokens: TOKEN_KINDS.map(|kind| {
+                m.tokens
+                    .get_or_create(&TokenLabels {
+                        tier: tier.to_string(),
+                        kind: kind.to_string(),
+                    })
+                    .clone()
+            }),
+            requests: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn count_request(&self, family: &'static str, status: u16) {
+        let mut seen = self.requests.borrow_mut();
+        if let Some((_, _, counter)) = seen.iter().find(|(f, s, _)| *s == status && *f == family) {
+            counter.inc();
+            return;
+        }
+        let counter = metrics()
+            .requests
+            .get_or_create(&RequestLabels {
+                tier: self.tier.clone(),
+                family: family.to_string(),
+                status,
+            })
+            .clone();
+        counter.inc();
+        seen.push((family, status, counter));
+    }
+
+    /// Adds a served request's tokens.
+    pub fn count_tokens(&self, usage: &crate::store::Usage) {
+        let counts = [
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_creation_input_tokens,
+            usage.cache_read_input_tokens,
+        ];
+        for (counter, n) in self.tokens.iter().zip(counts) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static TIER_METRICS: RefCell<Vec<Rc<TierMetrics>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's handles on `tier`'s metrics (made afresh while the thread is ending, when a
+/// dropped answer settles after its thread-locals are gone).
+pub fn tier_metrics(tier: &str) -> Rc<TierMetrics> {
+    TIER_METRICS
+        .try_with(|cell| {
+            let mut known = cell.try_borrow_mut().ok()?;
+            if let Some(found) = known.iter().find(|t| t.tier == tier) {
+                return Some(found.clone());
+            }
+            let made = Rc::new(TierMetrics::new(tier));
+            known.push(made.clone());
+            Some(made)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Rc::new(TierMetrics::new(tier)))
 }

@@ -57,6 +57,9 @@ pub struct Args {
     #[arg(long)]
     pub no_nginx: bool,
     /// RUST_LOG of claude-route (default: its default level, info).
+    /// Skip the stack floor (a bare actix-web + awc forwarder: what the HTTP stack costs alone)
+    #[arg(long)]
+    pub no_floor: bool,
     #[arg(long, default_value = "info")]
     pub proxy_log: String,
     #[arg(long, default_value_t = 4)]

@@ -63,8 +63,25 @@ fn wait_for_port(addr: SocketAddr, proc: &mut Proc, name: &str) -> Res<()> {
 
 /// The mock upstream binary, built next to this example.
 pub fn start_mock(bin: &Path, workers: usize) -> Res<(Proc, SocketAddr)> {
+    start_example(bin, "mock_upstream", &[], workers)
+}
+
+/// The stack floor (a bare actix-web + awc forwarder) in front of `upstream`.
+pub fn start_floor(bin: &Path, upstream: SocketAddr, workers: usize) -> Res<(Proc, SocketAddr)> {
+    let upstream = format!("http://{upstream}");
+    start_example(bin, "stack_floor", &["--upstream", &upstream], workers)
+}
+
+/// An example server that prints `… listening on http://ADDR` once bound.
+fn start_example(
+    bin: &Path,
+    name: &str,
+    extra: &[&str],
+    workers: usize,
+) -> Res<(Proc, SocketAddr)> {
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -78,8 +95,8 @@ pub fn start_mock(bin: &Path, workers: usize) -> Res<(Proc, SocketAddr)> {
         .rsplit("http://")
         .next()
         .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("mock printed no address: {line:?}"))?;
-    wait_for_port(addr, &mut proc, "mock_upstream")?;
+        .ok_or_else(|| format!("{name} printed no address: {line:?}"))?;
+    wait_for_port(addr, &mut proc, name)?;
     Ok((proc, addr))
 }
 

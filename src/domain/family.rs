@@ -10,15 +10,21 @@ pub enum ModelFamily {
     Other,
 }
 
+/// `needle` (lowercase ASCII) in `hay`, whatever the case of `hay`; no copy made.
+fn contains_ignoring_case(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 impl ModelFamily {
     pub const ALL: [ModelFamily; 3] = [ModelFamily::Opus, ModelFamily::Sonnet, ModelFamily::Other];
 
     /// `opus` anywhere in the name (any case) is Opus, `sonnet` is Sonnet, the rest Other.
     pub fn of_model(model: &str) -> ModelFamily {
-        let lower = model.to_ascii_lowercase();
-        if lower.contains("opus") {
+        if contains_ignoring_case(model, "opus") {
             ModelFamily::Opus
-        } else if lower.contains("sonnet") {
+        } else if contains_ignoring_case(model, "sonnet") {
             ModelFamily::Sonnet
         } else {
             ModelFamily::Other

@@ -15,7 +15,7 @@ use crate::clock::{now_ms, rfc3339, rfc3339_ms};
 use crate::domain::headers::return_response_header;
 use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
 use crate::domain::Credential;
-use crate::metrics::{metrics, tier_label};
+use crate::metrics::tier_metrics;
 use crate::store::KeyRecord;
 use crate::upstream::{client, request, usage::UsageReader};
 use actix_web::http::{header, Method, StatusCode};
@@ -251,13 +251,9 @@ impl Exchange<'_> {
 
     /// Upstream latency, and the proxy's own share of the time so far.
     fn observe_timing(&self, sending: Instant) {
-        let m = metrics();
-        let tier = tier_label(&self.key.tier);
-        m.upstream_latency
-            .get_or_create(&tier)
-            .observe(sending.elapsed().as_secs_f64());
+        let m = tier_metrics(&self.key.tier);
+        m.upstream_latency.observe(sending.elapsed().as_secs_f64());
         m.proxy_overhead
-            .get_or_create(&tier)
             .observe(sending.duration_since(self.started).as_secs_f64());
     }
 

@@ -13,7 +13,7 @@ use crate::clock::now_ms;
 use crate::domain::headers::is_claude_code;
 use crate::domain::identity::insert_identity;
 use crate::domain::{ApiKey, ModelFamily};
-use crate::metrics::{metrics, RequestLabels, TierFamily};
+use crate::metrics::{metrics, tier_metrics, TierFamily};
 use crate::store::Backend;
 use crate::store::KeyRecord;
 use actix_web::http::header;
@@ -72,20 +72,14 @@ async fn measured(
         Ok(r) => r.status(),
         Err(e) => actix_web::ResponseError::status_code(e),
     };
-    let tier = seen.tier.unwrap_or_else(|| "none".into());
+    let tier = seen.tier.as_deref().unwrap_or("none");
     let family = seen.family.map_or("none", ModelFamily::as_str);
-    let m = metrics();
-    m.requests
-        .get_or_create(&RequestLabels {
-            tier: tier.clone(),
-            family: family.to_string(),
-            status: status.as_u16(),
-        })
-        .inc();
+    tier_metrics(tier).count_request(family, status.as_u16());
     if let Err(ApiError::Pool(PoolError::RateLimited { .. })) = &result {
-        m.rate_limited
+        metrics()
+            .rate_limited
             .get_or_create(&TierFamily {
-                tier,
+                tier: tier.to_string(),
                 family: family.to_string(),
             })
             .inc();

@@ -24,22 +24,7 @@ pub struct SettleTicket {
 impl SettleTicket {
     pub fn settle(self, outcome: Outcome) {
         if let Outcome::Served(usage) = &outcome {
-            let m = crate::metrics::metrics();
-            for (kind, n) in [
-                ("input", usage.input_tokens),
-                ("output", usage.output_tokens),
-                ("cache_creation", usage.cache_creation_input_tokens),
-                ("cache_read", usage.cache_read_input_tokens),
-            ] {
-                if n > 0 {
-                    m.tokens
-                        .get_or_create(&crate::metrics::TokenLabels {
-                            tier: self.tier.clone(),
-                            kind: kind.to_string(),
-                        })
-                        .inc_by(n);
-                }
-            }
+            crate::metrics::tier_metrics(&self.tier).count_tokens(usage);
         }
         self.pool.settle(Settle {
             key_id: self.key_id,
@@ -94,9 +79,8 @@ where
         match self.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some((started, tier)) = self.first_byte.take() {
-                    crate::metrics::metrics()
+                    crate::metrics::tier_metrics(&tier)
                         .stream_first_byte
-                        .get_or_create(&crate::metrics::tier_label(&tier))
                         .observe(started.elapsed().as_secs_f64());
                 }
                 if self.ticket.is_some() {

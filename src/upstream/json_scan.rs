@@ -60,15 +60,28 @@ fn value_end(json: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// The raw text of `key`'s value in the top-level object of `json`, if it has one.
-pub fn top_level_field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    let mut i = skip_ws(json, 0);
-    if json.get(i) != Some(&b'{') {
-        return None;
+/// The fields of the object `json` holds, as raw (name, value) text, in order; stops at the
+/// first thing that is not well formed.
+pub fn fields(json: &[u8]) -> Fields<'_> {
+    let start = skip_ws(json, 0);
+    let open = json.get(start) == Some(&b'{');
+    Fields {
+        json,
+        at: start + 1,
+        done: !open,
     }
-    i += 1;
-    loop {
-        i = skip_ws(json, i);
+}
+
+pub struct Fields<'a> {
+    json: &'a [u8],
+    at: usize,
+    done: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn next_field(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let json = self.json;
+        let mut i = skip_ws(json, self.at);
         if json.get(i) != Some(&b'"') {
             return None;
         }
@@ -80,15 +93,36 @@ pub fn top_level_field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
         }
         i = skip_ws(json, i + 1);
         let end = value_end(json, i)?;
-        if name == key.as_bytes() {
-            return Some(&json[i..end]);
+        let value = &json[i..end];
+        let after = skip_ws(json, end);
+        match json.get(after) {
+            Some(b',') => self.at = after + 1,
+            _ => self.done = true,
         }
-        i = skip_ws(json, end);
-        match json.get(i)? {
-            b',' => i += 1,
-            _ => return None,
-        }
+        Some((name, value))
     }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let field = self.next_field();
+        if field.is_none() {
+            self.done = true;
+        }
+        field
+    }
+}
+
+/// The raw text of `key`'s value in the top-level object of `json`, if it has one.
+pub fn top_level_field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    fields(json)
+        .find(|(name, _)| *name == key.as_bytes())
+        .map(|(_, value)| value)
 }
 
 #[cfg(test)]
@@ -125,6 +159,23 @@ mod tests {
             Some(&b"{ \"output_tokens\" : 3 }"[..])
         );
         assert_eq!(top_level_field(br#"{"a":1}"#, "usage"), None);
+    }
+
+    #[test]
+    fn lists_fields_in_order_and_stops_at_garbage() {
+        let listed: Vec<(&[u8], &[u8])> =
+            fields(br#"{"a":1, "b" : {"c":[1,"]"]}, "d":"x\"y"}"#).collect();
+        assert_eq!(
+            listed,
+            vec![
+                (&b"a"[..], &b"1"[..]),
+                (&b"b"[..], &br#"{"c":[1,"]"]}"#[..]),
+                (&b"d"[..], &br#""x\"y""#[..]),
+            ]
+        );
+        assert_eq!(fields(br#"{"a":1,"b" 2}"#).count(), 1);
+        assert_eq!(fields(b"[1,2]").count(), 0);
+        assert_eq!(fields(b"{}").count(), 0);
     }
 
     #[test]

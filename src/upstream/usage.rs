@@ -1,7 +1,7 @@
 //! Reads token usage from an answer as it streams by, without holding any byte back:
 //! `message_start` + `message_delta` events of a stream (cumulative), `usage` of a JSON body.
 
-use super::json_scan::top_level_field;
+use super::json_scan::{fields, top_level_field};
 use crate::store::Usage;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -40,7 +40,18 @@ impl JsonBody {
                 &joined
             }
         };
-        serde_json::from_slice(top_level_field(body, "usage")?).ok()
+        let mut usage = UsageFields::default();
+        for (name, value) in fields(top_level_field(body, "usage")?) {
+            let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            match name {
+                b"input_tokens" => usage.input_tokens = n,
+                b"output_tokens" => usage.output_tokens = n,
+                b"cache_creation_input_tokens" => usage.cache_creation_input_tokens = n,
+                b"cache_read_input_tokens" => usage.cache_read_input_tokens = n,
+                _ => {}
+            }
+        }
+        Some(usage)
     }
 }
 
