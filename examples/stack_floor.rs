@@ -24,7 +24,10 @@ fn client() -> awc::Client {
     CLIENT.with(|c| {
         c.borrow_mut()
             .get_or_insert_with(|| {
+                // Like claude-route: no cap on concurrent upstream connections (awc's
+                // default of 100 per worker would hold long streams back).
                 awc::Client::builder()
+                    .connector(awc::Connector::new().limit(0))
                     .disable_timeout()
                     .no_default_headers()
                     .finish()

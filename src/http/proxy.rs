@@ -12,6 +12,7 @@ use crate::actors::supervisor::Services;
 use crate::clock::now_ms;
 use crate::domain::headers::is_claude_code;
 use crate::domain::identity::insert_identity;
+use crate::domain::window::WindowGrant;
 use crate::domain::{ApiKey, ModelFamily};
 use crate::metrics::{metrics, tier_metrics, TierFamily};
 use crate::store::Backend;
@@ -136,32 +137,48 @@ fn with_identity(req: &HttpRequest, svc: &Services, model: &str, body: Bytes) ->
     serde_json::to_vec(&map).map(Bytes::from).unwrap_or(body)
 }
 
-/// One line per request (logging is part of the hot path): the binding, and the window.
+/// One line per request: the binding, and the window. Written once the worker is waiting for
+/// Claude, so formatting it never delays the request.
 fn log_admission(key: &KeyRecord, a: &Admission) {
     if !log::log_enabled!(log::Level::Info) {
         return;
     }
-    let how = if a.newly_bound {
+    let (prefix, account, newly_bound) = (key.prefix.clone(), a.account.clone(), a.newly_bound);
+    let (slots_used, slots, grant) = (a.slots_used, a.slots, a.grant);
+    actix_rt::spawn(async move {
+        log_admission_line(&prefix, &account, newly_bound, slots_used, slots, grant);
+    });
+}
+
+fn log_admission_line(
+    prefix: &str,
+    account: &str,
+    newly_bound: bool,
+    slots_used: u32,
+    slots: u32,
+    grant: Option<WindowGrant>,
+) {
+    let how = if newly_bound {
         "assigned to account"
     } else {
         "using assigned account"
     };
-    match &a.grant {
+    match grant {
         Some(g) => log::info!(
             "key {} {how}: {} (slots: {}/{}), rate limit check passed: {}/{} requests",
-            key.prefix,
-            a.account,
-            a.slots_used,
-            a.slots,
+            prefix,
+            account,
+            slots_used,
+            slots,
             g.limit - g.remaining,
             g.limit
         ),
         None => log::info!(
             "key {} {how}: {} (slots: {}/{})",
-            key.prefix,
-            a.account,
-            a.slots_used,
-            a.slots
+            prefix,
+            account,
+            slots_used,
+            slots
         ),
     }
 }

@@ -66,6 +66,17 @@ impl<S> Relay<S> {
             ticket.settle(Outcome::Served(self.usage.finish()));
         }
     }
+
+    /// At the answer's end: reading the usage and settling wait until the worker has sent
+    /// the last bytes, so the client is not kept waiting for our bookkeeping. (Only from
+    /// `poll_next`, which always runs inside the worker's task set.)
+    fn settle_served_after_send(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let mut usage = std::mem::replace(&mut self.usage, UsageReader::Ignore);
+        actix_rt::spawn(async move { ticket.settle(Outcome::Served(usage.finish())) });
+    }
 }
 
 impl<S, E> Stream for Relay<S>
@@ -94,7 +105,7 @@ where
                 Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))))
             }
             Poll::Ready(None) => {
-                self.settle_served();
+                self.settle_served_after_send();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
