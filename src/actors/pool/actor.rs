@@ -62,6 +62,18 @@ pub(super) fn save(
     Some(async move { saved.await.map_err(|e| PoolError::Store(e.to_string())) })
 }
 
+/// Ends a request in an embedded pool: usage added, or the window given back.
+pub(super) fn settle_in_memory(state: &SharedPool, writer: &StoreWriter, msg: &Settle) {
+    let ops = state.lock().settle(
+        &msg.key_id,
+        &msg.account,
+        msg.family,
+        msg.window_started,
+        msg.outcome,
+    );
+    write_all(writer, ops);
+}
+
 /// The answer, once the durable changes are saved.
 fn answer<T: 'static>(
     writer: &StoreWriter,
@@ -104,14 +116,7 @@ impl Handler<Settle> for PoolActor {
     fn handle(&mut self, msg: Settle, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                let ops = state.lock().settle(
-                    &msg.key_id,
-                    &msg.account,
-                    msg.family,
-                    msg.window_started,
-                    msg.outcome,
-                );
-                write_all(writer, ops);
+                settle_in_memory(state, writer, &msg);
                 Response::reply(())
             }
             PoolBackend::Redis(pool) => {

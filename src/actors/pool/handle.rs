@@ -3,7 +3,7 @@
 //! round trip through the PoolActor's thread: two thread hand-offs per request were most of
 //! what the proxy cost (see BENCHMARKS.md). The lock is held only for the in-memory update.
 
-use super::actor::{save, write_all};
+use super::actor::{save, settle_in_memory};
 use super::{Admission, PoolActor, PoolBackend, PoolError, PoolState, Settle};
 use crate::clock::now_ms;
 use crate::domain::ModelFamily;
@@ -60,16 +60,7 @@ impl PoolHandle {
     /// needs a running task (Redis settles through the actor).
     pub fn settle(&self, msg: Settle) {
         match &self.parts.backend {
-            PoolBackend::Embedded { state, writer } => {
-                let ops = state.lock().settle(
-                    &msg.key_id,
-                    &msg.account,
-                    msg.family,
-                    msg.window_started,
-                    msg.outcome,
-                );
-                write_all(writer, ops);
-            }
+            PoolBackend::Embedded { state, writer } => settle_in_memory(state, writer, &msg),
             PoolBackend::Redis(_) => self.parts.addr.do_send(msg),
         }
     }
