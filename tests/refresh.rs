@@ -18,6 +18,38 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
+/// `count` accounts (`<prefix>00`, `<prefix>01`, …) whose tokens all expire `in_ms` from now:
+/// their names and the instant they expire.
+fn expiring_together(
+    env: &TestEnv,
+    prefix: &str,
+    count: usize,
+    in_ms: i64,
+) -> (Vec<String>, Instant) {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i:02}")).collect();
+    let clock = Clock::now();
+    let expires_at = now_ms() + in_ms;
+    for name in &names {
+        write_expiring(env, TIER, name, expires_at);
+    }
+    (names, clock.instant_of(expires_at))
+}
+
+/// Waits, at most until `deadline`, for every named account file to hold a new token.
+fn all_refreshed_by(server: &TestServer, names: &[String], deadline: Instant) -> bool {
+    wait_until(deadline.saturating_duration_since(Instant::now()), || {
+        names
+            .iter()
+            .all(|n| {
+                oauth_part(&read_account(&server.env, TIER, n))["accessToken"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("sk-ant-oat01-new-"))
+            })
+            .then_some(())
+    })
+    .is_some()
+}
+
 /// Ten accounts whose tokens expire together, 5 s from now: all are refreshed before expiry,
 /// each with its own refresh token, successive refreshes at least one success lock apart;
 /// the files hold the new pair in their original format and the pool shows the new expiry.
@@ -25,30 +57,14 @@ fn ms(d: Duration) -> u128 {
 async fn ten_accounts_expiring_together_are_all_refreshed_in_time() {
     let success_lock = Duration::from_millis(300);
     let (mock, env) = setup(&refresh_toml("500ms", "300ms", "400ms", 3));
-    let names: Vec<String> = (0..10).map(|i| format!("acc{i:02}")).collect();
-    let clock = Clock::now();
-    let expires_at = now_ms() + 5_000;
-    for name in &names {
-        write_expiring(&env, TIER, name, expires_at);
-    }
-    let deadline = clock.instant_of(expires_at);
+    let (names, deadline) = expiring_together(&env, "acc", 10, 5_000);
     let server = TestServer::start(env);
 
     // Every file holds a new token before the old ones expire.
-    let all_new = wait_until(deadline.saturating_duration_since(Instant::now()), || {
-        names
-            .iter()
-            .all(|n| {
-                let v = read_account(&server.env, TIER, n);
-                oauth_part(&v)["accessToken"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("sk-ant-oat01-new-"))
-            })
-            .then_some(())
-    });
+    let all_new = all_refreshed_by(&server, &names, deadline);
     let calls = mock.oauth_calls();
     assert!(
-        all_new.is_some(),
+        all_new,
         "not every account file was refreshed before the tokens expired; {} OAuth calls so far",
         calls.len()
     );
@@ -169,28 +185,13 @@ async fn slow_token_endpoint_still_refreshes_everyone_in_time() {
     let answer_time = Duration::from_millis(200);
     let (mock, env) = setup(&refresh_toml("1s", "300ms", "400ms", 3));
     mock.set_oauth_delay(answer_time);
-    let names: Vec<String> = (0..6).map(|i| format!("slow{i}")).collect();
-    let clock = Clock::now();
-    let expires_at = now_ms() + 5_000;
-    for name in &names {
-        write_expiring(&env, TIER, name, expires_at);
-    }
-    let deadline = clock.instant_of(expires_at);
+    let (names, deadline) = expiring_together(&env, "slow", 6, 5_000);
     let server = TestServer::start(env);
 
-    let all_new = wait_until(deadline.saturating_duration_since(Instant::now()), || {
-        names
-            .iter()
-            .all(|n| {
-                oauth_part(&read_account(&server.env, TIER, n))["accessToken"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("sk-ant-oat01-new-"))
-            })
-            .then_some(())
-    });
+    let all_new = all_refreshed_by(&server, &names, deadline);
     let calls = mock.oauth_calls();
     assert!(
-        all_new.is_some(),
+        all_new,
         "not every account was refreshed before its token expired; calls at {:?} ms before expiry",
         calls
             .iter()

@@ -9,6 +9,9 @@ pub(super) enum Attempt {
     /// The shared rules said not yet: why, and for how many ms.
     Deferred(String, Millis),
     Exhausted,
+    /// The pool no longer holds the account (a sync removed it): nothing to refresh and
+    /// nothing to charge; a sync that brings it back tracks it again.
+    Gone,
 }
 
 impl RefreshCoordinator {
@@ -45,11 +48,7 @@ impl RefreshCoordinator {
                 .await
             {
                 Ok(Some(c)) => c,
-                _ => {
-                    return Attempt::Done(Err(RefreshError::BadResponse(
-                        "the account is gone".into(),
-                    )))
-                }
+                _ => return Attempt::Gone,
             };
             // Refreshed meanwhile (another instance, or a sync): nothing to do.
             if !urgent && current.expires_at > known_expiry {
@@ -115,6 +114,14 @@ impl RefreshCoordinator {
                     act.note_wait(note);
                     act.schedule(ctx, now_ms() + wait.max(1));
                     return;
+                }
+                Attempt::Gone => {
+                    log::info!("refresh skipped: {} is no longer in the pool", id.1);
+                    act.accounts.remove(&id);
+                    act.answer_waiters(
+                        &id,
+                        &Err(RefreshError::BadResponse("the account is gone".into())),
+                    );
                 }
                 Attempt::Exhausted => {
                     log::warn!(
