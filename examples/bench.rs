@@ -337,6 +337,21 @@ fn run(args: Args) -> Res<()> {
                 .filter(|r| r.complete && r.max_late <= late_ns)
                 .count();
             let incomplete = results.iter().filter(|r| !r.complete).count();
+            // Why streams were incomplete, most frequent first.
+            let mut why: Vec<(String, usize)> = Vec::new();
+            for reason in results.iter().filter_map(|r| r.failure.clone()) {
+                match why.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, n)) => *n += 1,
+                    None => why.push((reason, 1)),
+                }
+            }
+            why.sort_by(|a, b| b.1.cmp(&a.1));
+            if incomplete > 0 {
+                println!(
+                    "  {} at {n} streams: {incomplete} incomplete ({why:?})",
+                    t.name
+                );
+            }
             let late: Vec<u64> = results.iter().map(|r| r.max_late).collect();
             let first_ev: Vec<u64> = results
                 .iter()
@@ -345,6 +360,7 @@ fn run(args: Args) -> Res<()> {
                 .collect();
             let mut cell = json!({
                 "clean": clean, "incomplete": incomplete,
+                "incomplete_why": why.iter().map(|(r, n)| json!({"why": r, "streams": n})).collect::<Vec<_>>(),
                 "worst_lateness_p99_ms": ms(stats::percentile(&late, 99.0)),
                 "worst_lateness_max_ms": ms(late.iter().copied().max().unwrap_or(0)),
                 "first_event_p99_ms": ms(stats::percentile(&first_ev, 99.0)),

@@ -243,9 +243,11 @@ pub fn stream_latency(
 }
 
 /// One stream of the capacity test.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct StreamResult {
     pub complete: bool,
+    /// Why an incomplete stream was: its status, its event count, or its error.
+    pub failure: Option<String>,
     /// Worst lateness of any event against its schedule (request sent + k·interval), ns.
     pub max_late: u64,
     pub first_event: u64,
@@ -275,6 +277,11 @@ pub fn capacity(
             let status = exchange(&mut conn, target.addr, &req, Some(&mut clock)).await;
             let ev = &clock.events;
             let complete = matches!(status, Ok(200)) && ev.len() == deltas as usize + 5;
+            let failure = (!complete).then(|| match &status {
+                Ok(200) => format!("{} of {} events", ev.len(), deltas + 5),
+                Ok(code) => format!("status {code}"),
+                Err(e) => format!("error: {e}"),
+            });
             let mut max_late = 0u64;
             for (e, at) in ev.iter().enumerate() {
                 // events 0,1: head at 0; 2..=deltas+1: delta k=e−1 at k·interval; tail at the last delta
@@ -287,6 +294,7 @@ pub fn capacity(
                 .map_or(u64::MAX, |t| t.duration_since(sent).as_nanos() as u64);
             StreamResult {
                 complete,
+                failure,
                 max_late,
                 first_event,
             }

@@ -154,10 +154,15 @@ impl UsageReader {
 }
 
 fn feed_sse(line: &mut Vec<u8>, skipping: &mut bool, total: &mut Usage, mut chunk: &[u8]) {
-    while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
+    while let Some(end) = memchr::memchr(b'\n', chunk) {
         if !*skipping {
-            line.extend_from_slice(&chunk[..end]);
-            read_event_line(line, total);
+            if line.is_empty() {
+                // The whole line is in this chunk (the usual case): read it where it is.
+                read_event_line(&chunk[..end], total);
+            } else {
+                line.extend_from_slice(&chunk[..end]);
+                read_event_line(line, total);
+            }
         }
         line.clear();
         *skipping = false;
@@ -173,7 +178,7 @@ fn feed_sse(line: &mut Vec<u8>, skipping: &mut bool, total: &mut Usage, mut chun
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 fn read_event_line(line: &[u8], total: &mut Usage) {
