@@ -345,7 +345,7 @@ fn run(args: Args) -> Res<()> {
                     None => why.push((reason, 1)),
                 }
             }
-            why.sort_by(|a, b| b.1.cmp(&a.1));
+            why.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
             if incomplete > 0 {
                 println!(
                     "  {} at {n} streams: {incomplete} incomplete ({why:?})",
