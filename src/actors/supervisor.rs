@@ -218,16 +218,7 @@ fn start_coordinator(
             let Ok(expiries) = pool.send(AccountExpiries).await else {
                 continue;
             };
-            accounts.extend(
-                expiries
-                    .into_iter()
-                    .map(|(name, expires_at, refreshable)| Tracked {
-                        tier: tier.clone(),
-                        name,
-                        expires_at,
-                        refreshable,
-                    }),
-            );
+            accounts.extend(Tracked::from_expiries(tier, expiries));
         }
         target.do_send(Track { accounts });
     });

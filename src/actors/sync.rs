@@ -112,16 +112,7 @@ async fn run_sync(
             .send(AccountExpiries)
             .await
             .map_err(|e| format!("pool {tier}: {e}"))?;
-        tracked.extend(
-            expiries
-                .into_iter()
-                .map(|(name, expires_at, refreshable)| Tracked {
-                    tier: tier.clone(),
-                    name,
-                    expires_at,
-                    refreshable,
-                }),
-        );
+        tracked.extend(Tracked::from_expiries(&tier, expiries));
     }
     if !rewrites.is_empty() {
         actix_web::web::block(move || {

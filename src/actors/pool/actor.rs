@@ -43,7 +43,7 @@ impl PoolActor {
     }
 }
 
-pub(super) fn write_all(writer: &StoreWriter, ops: Vec<WriteOp>) {
+fn write_all(writer: &StoreWriter, ops: Vec<WriteOp>) {
     for op in ops {
         writer.write(op);
     }

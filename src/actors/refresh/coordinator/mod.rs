@@ -30,6 +30,23 @@ pub struct Tracked {
     pub refreshable: bool,
 }
 
+impl Tracked {
+    /// A tier's accounts as its pool reports them (`AccountExpiries`).
+    pub fn from_expiries(
+        tier: &str,
+        expiries: Vec<(String, Option<Millis>, bool)>,
+    ) -> impl Iterator<Item = Tracked> + '_ {
+        expiries
+            .into_iter()
+            .map(move |(name, expires_at, refreshable)| Tracked {
+                tier: tier.to_string(),
+                name,
+                expires_at,
+                refreshable,
+            })
+    }
+}
+
 #[derive(Debug, Default)]
 struct Plan {
     expires_at: Option<Millis>,
