@@ -126,7 +126,11 @@ fn run(args: Args) -> Res<()> {
 
     let tmp = tempfile::Builder::new()
         .prefix("claude-route-bench")
+        .disable_cleanup(args.keep_dir)
         .tempdir()?;
+    if args.keep_dir {
+        println!("keeping {}", tmp.path().display());
+    }
     let (mock, mock_addr) = procs::start_mock(&mock_bin, nproc)?;
     println!("mock upstream  http://{mock_addr} ({nproc} workers)");
 

@@ -56,12 +56,15 @@ pub struct Args {
     /// Skip nginx even when installed.
     #[arg(long)]
     pub no_nginx: bool,
-    /// RUST_LOG of claude-route (default: its default level, info).
-    /// Skip the stack floor (a bare actix-web + awc forwarder: what the HTTP stack costs alone)
+    /// Skip the stack floor (a bare actix-web + awc forwarder: what the HTTP stack costs alone).
     #[arg(long)]
     pub no_floor: bool,
+    /// RUST_LOG of claude-route (default: its default level, info).
     #[arg(long, default_value = "info")]
     pub proxy_log: String,
+    /// Keep the run's temp dir (configs, store, claude-route's log) and print where it is.
+    #[arg(long)]
+    pub keep_dir: bool,
     #[arg(long, default_value_t = 4)]
     pub accounts: usize,
     #[arg(long, default_value_t = 8)]

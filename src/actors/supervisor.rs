@@ -25,7 +25,8 @@ use std::time::Instant;
 pub struct Services {
     pub config: Arc<Config>,
     pub tiers: Arc<HashMap<String, Tier>>,
-    pub pools: Arc<HashMap<String, PoolHandle>>,
+    /// Looked up by every request: a fast hasher (tier names come from our own config).
+    pub pools: Arc<foldhash::HashMap<String, PoolHandle>>,
     pub keys: KeyCache,
     pub registry: Addr<KeyRegistry>,
     pub backend: Backend,
@@ -241,7 +242,7 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     let backend = loaded.backend;
 
     let pool_arbiter = Arbiter::new();
-    let mut handles = HashMap::new();
+    let mut handles = foldhash::HashMap::default();
     for (name, pool) in loaded.pools {
         let actor = PoolActor::new(pool.clone());
         let addr = PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| actor);

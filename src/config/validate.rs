@@ -41,6 +41,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
                 format!("`{value}` must start with http:// or https://"),
             ));
         }
+        if let Err(e) = value.parse::<actix_web::http::Uri>() {
+            return Err(bad(field, format!("`{value}` is not a valid URL ({e})")));
+        }
     }
     if c.refresh.max_failures == 0 {
         return Err(bad("refresh.max_failures", "must be at least 1"));

@@ -18,6 +18,7 @@ use crate::domain::Credential;
 use crate::metrics::tier_metrics;
 use crate::store::KeyRecord;
 use crate::upstream::{client, request, usage::UsageReader};
+use actix_web::http::uri::PathAndQuery;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
@@ -70,7 +71,8 @@ impl Exchange<'_> {
             .req
             .uri()
             .path_and_query()
-            .map_or(self.req.path(), |p| p.as_str());
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let method = if self.body.is_some() {
             Method::POST
         } else {
@@ -80,10 +82,10 @@ impl Exchange<'_> {
             &client::client(&self.svc.config.upstream),
             &self.svc.config.upstream,
             method,
-            path,
+            &path,
             self.req.headers(),
             &self.admission.credential.access_token,
-        );
+        )?;
         match &self.body {
             Some(body) => upstream.send_body(body.clone()).await,
             None => upstream.send().await,

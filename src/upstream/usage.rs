@@ -4,7 +4,9 @@
 use super::json_scan::{fields, top_level_field};
 use crate::store::Usage;
 use bytes::Bytes;
+use memchr::memmem;
 use serde::Deserialize;
+use std::sync::LazyLock;
 
 /// A line longer than this cannot be a usage event; it is skipped, not buffered.
 const MAX_EVENT_LINE: usize = 256 * 1024;
@@ -177,17 +179,32 @@ fn feed_sse(line: &mut Vec<u8>, skipping: &mut bool, total: &mut Usage, mut chun
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
+/// Finders for the two usage events' names, built once (building one per line was the
+/// largest per-event cost of a stream).
+static USAGE_EVENTS: LazyLock<[memmem::Finder<'static>; 2]> = LazyLock::new(|| {
+    [
+        memmem::Finder::new(b"message_start"),
+        memmem::Finder::new(b"message_delta"),
+    ]
+});
+
+/// Whether an event's data may carry usage: read from its leading `"type"` field (where
+/// Claude puts it), else from a search of its first bytes.
+fn may_carry_usage(data: &[u8]) -> bool {
+    match fields(data).next() {
+        Some((b"type", kind)) => kind == b"\"message_start\"" || kind == b"\"message_delta\"",
+        _ => {
+            let head = &data[..data.len().min(64)];
+            USAGE_EVENTS.iter().any(|f| f.find(head).is_some())
+        }
+    }
 }
 
 fn read_event_line(line: &[u8], total: &mut Usage) {
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
-    // Cheap filter first: only two event types carry usage.
-    let head = &data[..data.len().min(64)];
-    if !(contains(head, b"message_start") || contains(head, b"message_delta")) {
+    if !may_carry_usage(data) {
         return;
     }
     let Ok(event) = serde_json::from_slice::<EventFields>(data) else {
@@ -244,6 +261,18 @@ mod tests {
         r.feed(&Bytes::from_static(br#""output_tokens":9}}"#));
         let u = r.finish();
         assert_eq!((u.input_tokens, u.output_tokens), (3, 9));
+    }
+
+    #[test]
+    fn finds_usage_events_whatever_their_field_order() {
+        let mut r = UsageReader::for_content_type(Some("text/event-stream"));
+        r.feed(&Bytes::from_static(
+            b"data: {\"message\":{\"usage\":{\"input_tokens\":5}},\"type\":\"message_start\"}\n\n\
+              data:{\"type\":\"content_block_delta\",\"usage\":{\"output_tokens\":99}}\n\n\
+              data: {\"type\": \"message_delta\", \"usage\":{\"output_tokens\":3}}\n\n",
+        ));
+        let u = r.finish();
+        assert_eq!((u.input_tokens, u.output_tokens), (5, 3));
     }
 
     #[test]

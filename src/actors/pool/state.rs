@@ -7,7 +7,8 @@ use crate::domain::window::WindowGrant;
 use crate::domain::{Credential, Millis, ModelFamily, Tier, Window};
 use crate::store::records::BlacklistEntry;
 use crate::store::{KeyRecord, Usage, WriteOp};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use foldhash::HashMap as FastMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -61,12 +62,24 @@ pub enum Outcome {
     Refund,
 }
 
+type FamilyWindows = [Option<Window>; 3];
+
+fn family_slot(family: ModelFamily) -> usize {
+    match family {
+        ModelFamily::Opus => 0,
+        ModelFamily::Sonnet => 1,
+        ModelFamily::Other => 2,
+    }
+}
+
 pub struct PoolState {
     pub tier: Tier,
     pub accounts: BTreeMap<String, AccountSlot>,
-    pub(super) bindings: HashMap<String, String>,
-    windows: HashMap<(String, ModelFamily), Window>,
-    key_usage: HashMap<String, Usage>,
+    // Read and written by every request: a fast hasher (keys are our own ids, not client input).
+    pub(super) bindings: FastMap<String, String>,
+    /// A key's window per model family, looked up by `&str` (no key copy per request).
+    windows: FastMap<String, FamilyWindows>,
+    key_usage: FastMap<String, Usage>,
 }
 
 impl PoolState {
@@ -74,9 +87,9 @@ impl PoolState {
         PoolState {
             tier,
             accounts: BTreeMap::new(),
-            bindings: HashMap::new(),
-            windows: HashMap::new(),
-            key_usage: HashMap::new(),
+            bindings: FastMap::default(),
+            windows: FastMap::default(),
+            key_usage: FastMap::default(),
         }
     }
 
@@ -98,7 +111,23 @@ impl PoolState {
     }
 
     pub fn restore_window(&mut self, key_id: &str, family: ModelFamily, window: Window) {
-        self.windows.insert((key_id.to_string(), family), window);
+        self.set_window(key_id, family, window);
+    }
+
+    fn window(&self, key_id: &str, family: ModelFamily) -> Option<Window> {
+        self.windows.get(key_id)?[family_slot(family)]
+    }
+
+    fn set_window(&mut self, key_id: &str, family: ModelFamily, window: Window) {
+        let slot = family_slot(family);
+        match self.windows.get_mut(key_id) {
+            Some(windows) => windows[slot] = Some(window),
+            None => {
+                let mut windows = FamilyWindows::default();
+                windows[slot] = Some(window);
+                self.windows.insert(key_id.to_string(), windows);
+            }
+        }
     }
 
     pub fn restore_key_usage(&mut self, key_id: &str, usage: Usage) {
@@ -249,11 +278,10 @@ impl PoolState {
         now: Millis,
         changes: &mut Changes,
     ) -> Result<WindowGrant, PoolError> {
-        let window_key = (key_id.to_string(), family);
-        let current = self.windows.get(&window_key).copied();
+        let current = self.window(key_id, family);
         match Window::admit(current, now, self.window_ms(), limit) {
             Ok((next, grant)) => {
-                self.windows.insert(window_key, next);
+                self.set_window(key_id, family, next);
                 changes.lazy.push(WriteOp::SetWindow {
                     key_id: key_id.to_string(),
                     family,
@@ -285,10 +313,12 @@ impl PoolState {
                     requests: 1,
                     ..usage
                 };
-                self.key_usage
-                    .entry(key_id.to_string())
-                    .or_default()
-                    .add(&usage);
+                match self.key_usage.get_mut(key_id) {
+                    Some(total) => total.add(&usage),
+                    None => {
+                        self.key_usage.insert(key_id.to_string(), usage);
+                    }
+                }
                 ops.push(WriteOp::AddKeyUsage {
                     key_id: key_id.to_string(),
                     usage,
@@ -306,10 +336,8 @@ impl PoolState {
                 let Some(started) = window_started else {
                     return ops;
                 };
-                let window_key = (key_id.to_string(), family);
-                if let Some(next) = Window::refund(self.windows.get(&window_key).copied(), started)
-                {
-                    self.windows.insert(window_key, next);
+                if let Some(next) = Window::refund(self.window(key_id, family), started) {
+                    self.set_window(key_id, family, next);
                     ops.push(WriteOp::SetWindow {
                         key_id: key_id.to_string(),
                         family,
