@@ -91,3 +91,13 @@ fn explicit_config_that_does_not_exist_fails() {
         out.all()
     );
 }
+
+#[test]
+fn an_upstream_url_that_does_not_parse_names_the_field() {
+    let out = serve_fails("[upstream]\nbase_url = \"https://api anthropic.com\"\n");
+    assert!(
+        out.stderr.contains("upstream.base_url") && out.stderr.contains("not a valid URL"),
+        "stderr should name upstream.base_url:\n{}",
+        out.stderr
+    );
+}
