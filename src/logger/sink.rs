@@ -6,12 +6,23 @@ use parking_lot::{Condvar, Mutex};
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an info line may wait for company.
 const GATHER: Duration = Duration::from_millis(20);
 /// A queue this large is written by whoever adds to it, not left to the flusher.
 const MAX_PENDING: usize = 1 << 20;
+/// After writing, the flusher looks for lines every `GATHER` by itself for this long before
+/// it sleeps until woken: on a busy proxy no request pays for waking it (a wake-up landed in
+/// the middle of the request that logged, and on two cores cost it tens of microseconds).
+const LINGER: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// The flusher sleeps until woken; the next line wakes it.
+    asleep: bool,
+}
 
 struct Outputs {
     stderr: bool,
@@ -33,7 +44,7 @@ impl Outputs {
 }
 
 pub struct Sink {
-    pending: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
     wake: Condvar,
     /// Held while writing, and while taking what to write, so lines leave in order.
     outputs: Mutex<Outputs>,
@@ -50,7 +61,7 @@ impl Sink {
 
     fn with_outputs(outputs: Outputs, batched: bool) -> Result<Arc<Sink>, String> {
         let sink = Arc::new(Sink {
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             outputs: Mutex::new(outputs),
             immediate: !batched,
@@ -67,13 +78,15 @@ impl Sink {
 
     pub fn push(&self, line: &[u8], urgent: bool) {
         let mut pending = self.pending.lock();
-        let was_empty = pending.is_empty();
-        pending.extend_from_slice(line);
-        let now = urgent || self.immediate || pending.len() >= MAX_PENDING;
+        pending.bytes.extend_from_slice(line);
+        let now = urgent || self.immediate || pending.bytes.len() >= MAX_PENDING;
+        let wake = std::mem::take(&mut pending.asleep);
         drop(pending);
         if now {
             self.flush();
-        } else if was_empty {
+        }
+        // Whoever took `asleep` must wake the flusher, even after writing the line itself.
+        if wake {
             self.wake.notify_one();
         }
     }
@@ -81,20 +94,26 @@ impl Sink {
     /// Writes everything queued so far.
     pub fn flush(&self) {
         let mut outputs = self.outputs.lock();
-        let bytes = std::mem::take(&mut *self.pending.lock());
+        let bytes = std::mem::take(&mut self.pending.lock().bytes);
         outputs.write(&bytes);
     }
 
     fn run_flusher(&self) {
+        let mut last_write = Instant::now();
         loop {
-            {
+            let has_lines = !self.pending.lock().bytes.is_empty();
+            if has_lines {
+                self.flush();
+                last_write = Instant::now();
+            } else if last_write.elapsed() >= LINGER {
                 let mut pending = self.pending.lock();
-                while pending.is_empty() {
+                while pending.bytes.is_empty() {
+                    pending.asleep = true;
                     self.wake.wait(&mut pending);
                 }
+                pending.asleep = false;
             }
             std::thread::sleep(GATHER);
-            self.flush();
         }
     }
 }
@@ -139,6 +158,27 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    fn wait_for_text(file: &tempfile::NamedTempFile, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while read(file) != text {
+            assert!(Instant::now() < deadline, "the file never read {text:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_sleeping_flusher_still_writes_info_lines_after_an_urgent_one() {
+        let (sink, file) = file_sink(true);
+        sink.push(b"info 1\n", false);
+        wait_for_text(&file, "info 1\n");
+        // Quiet for longer than LINGER: the flusher now sleeps until a line wakes it.
+        std::thread::sleep(LINGER + Duration::from_millis(300));
+        sink.push(b"warn 2\n", true);
+        assert_eq!(read(&file), "info 1\nwarn 2\n");
+        sink.push(b"info 3\n", false);
+        wait_for_text(&file, "info 1\nwarn 2\ninfo 3\n");
     }
 
     #[test]
