@@ -150,14 +150,7 @@ mod tests {
     fn batched_lines_reach_the_file_shortly() {
         let (sink, file) = file_sink(true);
         sink.push(b"info\n", false);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while read(&file) != "info\n" {
-            assert!(
-                Instant::now() < deadline,
-                "an info line never reached the file"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_text(&file, "info\n");
     }
 
     fn wait_for_text(file: &tempfile::NamedTempFile, text: &str) {

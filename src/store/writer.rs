@@ -243,20 +243,6 @@ mod tests {
         let (writer, path) = writer_on(dir.path());
         writer.write(WriteOp::InsertKey(key("last")));
         drop(writer);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let stored = SqliteStore::open(&path)
-                .expect("reopen")
-                .load_all()
-                .expect("load");
-            if stored.keys.len() == 1 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the last write never reached disk"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_keys(&path, 1);
     }
 }
