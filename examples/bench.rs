@@ -187,6 +187,15 @@ fn run(args: Args) -> Res<()> {
             Some(launched)
         }
     };
+    let other = match &args.compare_bin {
+        None => None,
+        Some(bin) => {
+            let home = tmp.path().join("claude-route-other");
+            let launched = procs::launch_proxy(bin, &home, mock_addr, settings, None)?;
+            println!("other build    http://{} ({})", launched.1, bin.display());
+            Some(launched)
+        }
+    };
     std::thread::sleep(Duration::from_secs(1));
     let rss_idle = procs::rss_kib(proxy.pid());
     let fds_idle = procs::open_fds(proxy.pid());
@@ -223,6 +232,13 @@ fn run(args: Args) -> Res<()> {
             keys: keys.clone(),
         });
     }
+    if let Some((_, addr, _, keys)) = &other {
+        targets.push(Target {
+            name: "other build",
+            addr: *addr,
+            keys: keys.clone(),
+        });
+    }
     let nginx_i = nginx.as_ref().map(|_| 1);
     let pids: Vec<u32> = targets
         .iter()
@@ -231,6 +247,7 @@ fn run(args: Args) -> Res<()> {
             "nginx" => nginx.as_ref().map_or(0, |(p, _)| p.pid()),
             "stack floor" => floor.as_ref().map_or(0, |(p, _)| p.pid()),
             "claude-route+redis" => redis.as_ref().map_or(0, |r| r.0.pid()),
+            "other build" => other.as_ref().map_or(0, |r| r.0.pid()),
             _ => proxy.pid(),
         })
         .collect();
@@ -427,6 +444,7 @@ fn run(args: Args) -> Res<()> {
     let dir = args.out.clone().unwrap_or_else(|| target_dir.join("bench"));
     let path = report::write_json(&dir, &stamp.replace(':', "-"), &out)?;
     println!("\nwrote {} and latest.json", path.display());
+    drop(other);
     drop(redis);
     drop(proxy);
     drop(nginx);

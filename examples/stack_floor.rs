@@ -1,7 +1,8 @@
 //! The floor of claude-route's HTTP stack, for `make bench`: actix-web in front, one awc
 //! client per worker behind, every request forwarded to the upstream as it came and the answer
 //! streamed back — no keys, no accounting, no logging. What this adds over the mock is what
-//! the stack costs by itself; what claude-route adds over this is its own work.
+//! the stack costs by itself; what claude-route adds over this is its own work. It uses the
+//! same allocator as claude-route (mimalloc), so the allocator is part of the floor.
 //!
 //! Usage: `stack_floor --upstream http://ADDR [--listen 127.0.0.1:0] [--workers N]`; prints
 //! `stack_floor listening on http://ADDR` on stdout once bound.
@@ -15,6 +16,9 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use std::cell::RefCell;
 use std::io::Write;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 thread_local! {
     static CLIENT: RefCell<Option<awc::Client>> = const { RefCell::new(None) };

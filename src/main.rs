@@ -4,6 +4,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    claude_route::allocator::no_huge_pages();
     let cli = claude_route::cli::Cli::parse();
     match claude_route::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

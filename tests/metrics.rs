@@ -130,11 +130,7 @@ async fn metrics_match_what_the_proxy_did() {
     let res = server.send_model(&key, SONNET).await;
     assert_eq!(res.status, 200, "{}", res.text());
     // 4. Sonnet again: 429 from the proxy's own window.
-    server.send_model(&key, SONNET).await.assert_error(
-        429,
-        "rate_limit_error",
-        "Rate limit exceeded for Sonnet",
-    );
+    server.assert_sonnet_window_full(&key).await;
     assert_eq!(mock.messages_requests().len(), 3);
     server
         .wait_key_usage(&id, &usage_json(3, 30, 15, 6, 9))

@@ -74,6 +74,10 @@ pub struct Args {
     pub redis: Option<String>,
     #[arg(long)]
     pub proxy_bin: Option<PathBuf>,
+    /// Also bench another claude-route build (SQLite store, same settings) as the target
+    /// "other build", interleaved with this one: an A/B in one run, on the same noise.
+    #[arg(long)]
+    pub compare_bin: Option<PathBuf>,
     #[arg(long)]
     pub mock_bin: Option<PathBuf>,
     /// Where the JSON goes (default: target/bench).

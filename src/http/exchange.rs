@@ -17,7 +17,7 @@ use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
 use crate::domain::Credential;
 use crate::metrics::tier_metrics;
 use crate::store::KeyRecord;
-use crate::upstream::{client, request, usage::UsageReader};
+use crate::upstream::{client, request, unanswered, usage::UsageReader};
 use actix_web::http::uri::PathAndQuery;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -66,7 +66,28 @@ impl Exchange<'_> {
         }
     }
 
+    /// Sends the request; when Claude hangs up a pooled connection before answering, once
+    /// more on a new connection (the request cannot have been served: no answer began).
     async fn send(&self) -> Result<Answer, awc::error::SendRequestError> {
+        let upstream = &self.svc.config.upstream;
+        match self.send_with(&client::client(upstream), false).await {
+            Err(e) if unanswered::closed_before_answer(&e) => {
+                log::info!(
+                    "Claude closed the connection for account {} before answering ({e}); sending again on a new connection",
+                    self.admission.account
+                );
+                self.send_with(&client::fresh_connection_client(upstream), true)
+                    .await
+            }
+            sent => sent,
+        }
+    }
+
+    async fn send_with(
+        &self,
+        client: &awc::Client,
+        close_after: bool,
+    ) -> Result<Answer, awc::error::SendRequestError> {
         let path = self
             .req
             .uri()
@@ -78,14 +99,17 @@ impl Exchange<'_> {
         } else {
             Method::GET
         };
-        let upstream = request::build(
-            &client::client(&self.svc.config.upstream),
+        let mut upstream = request::build(
+            client,
             &self.svc.config.upstream,
             method,
             &path,
             self.req.headers(),
             &self.admission.credential.access_token,
         )?;
+        if close_after {
+            upstream = upstream.force_close();
+        }
         match &self.body {
             Some(body) => upstream.send_body(body.clone()).await,
             None => upstream.send().await,
@@ -211,6 +235,11 @@ impl Exchange<'_> {
                     );
                     return Err(match e {
                         awc::error::SendRequestError::Timeout => ApiError::UpstreamTimeout,
+                        hung_up if unanswered::closed_before_answer(&hung_up) => {
+                            ApiError::UpstreamUnreachable(
+                                "it closed the connection twice without answering".into(),
+                            )
+                        }
                         other => ApiError::UpstreamUnreachable(other.to_string()),
                     });
                 }

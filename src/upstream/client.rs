@@ -56,13 +56,18 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-fn build(cfg: &UpstreamConfig) -> awc::Client {
-    let connector = awc::Connector::new()
+/// `reuse`: keep answered connections for later requests (the pooled client), or never
+/// hand out a connection twice (the client that sends a request again after a hang-up).
+fn build(cfg: &UpstreamConfig, reuse: bool) -> awc::Client {
+    let mut connector = awc::Connector::new()
         .connector(NodelayConnector::default())
         .rustls_0_23(tls_config())
         .timeout(cfg.connect_timeout.get())
         // Streams are long-lived: never cap concurrent upstream connections here.
         .limit(0);
+    if !reuse {
+        connector = connector.conn_keep_alive(Duration::ZERO);
+    }
     awc::Client::builder()
         .connector(connector)
         .timeout(cfg.response_timeout.get())
@@ -74,6 +79,8 @@ fn build(cfg: &UpstreamConfig) -> awc::Client {
 thread_local! {
     /// This worker's client and when it was last handed out.
     static CLIENT: RefCell<Option<(awc::Client, Instant)>> = const { RefCell::new(None) };
+    /// This worker's client for requests that must go out on a new connection.
+    static FRESH: RefCell<Option<awc::Client>> = const { RefCell::new(None) };
     static REAPER: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -81,9 +88,20 @@ thread_local! {
 pub fn client(cfg: &UpstreamConfig) -> awc::Client {
     CLIENT.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let (client, used) = slot.get_or_insert_with(|| (build(cfg), Instant::now()));
+        let (client, used) = slot.get_or_insert_with(|| (build(cfg, true), Instant::now()));
         *used = Instant::now();
         client.clone()
+    })
+}
+
+/// A client whose every request opens a new connection, for sending a request again after
+/// Claude hung up a pooled one (`upstream::unanswered`); send with `force_close` so the
+/// connection is not kept either.
+pub fn fresh_connection_client(cfg: &UpstreamConfig) -> awc::Client {
+    FRESH.with(|cell| {
+        cell.borrow_mut()
+            .get_or_insert_with(|| build(cfg, false))
+            .clone()
     })
 }
 
@@ -107,26 +125,13 @@ pub fn start_idle_reaper(idle: Duration) {
                     .is_some_and(|(_, used)| used.elapsed() >= idle);
                 if stale {
                     *slot = None;
+                    FRESH.with(|fresh| fresh.borrow_mut().take());
                 }
                 stale
             });
             if dropped {
-                give_back_freed_memory();
+                crate::allocator::give_back_freed_memory();
             }
         }
     });
 }
-
-/// glibc keeps freed heap pages for reuse; after a peak's connections are gone, hand them
-/// back to the system so the process shrinks to its idle size again.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn give_back_freed_memory() {
-    // SAFETY: malloc_trim only releases free memory held by the allocator; it touches no
-    // memory this program still uses and has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn give_back_freed_memory() {}

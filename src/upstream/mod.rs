@@ -5,4 +5,5 @@ pub mod client;
 mod json_scan;
 pub mod oauth;
 pub mod request;
+pub mod unanswered;
 pub mod usage;

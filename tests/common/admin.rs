@@ -121,6 +121,15 @@ impl TestServer {
             .await
     }
 
+    /// One more Sonnet request gets the proxy's own 429: the key's window is used up.
+    pub async fn assert_sonnet_window_full(&self, key: &str) {
+        self.send_model(key, super::SONNET).await.assert_error(
+            429,
+            "rate_limit_error",
+            "Rate limit exceeded for Sonnet",
+        );
+    }
+
     /// Polls the key's `usage` until it equals `want` (2 s); returns the last one seen.
     pub async fn wait_key_usage(&self, id: &str, want: &Value) -> Value {
         let got = poll_async(Duration::from_secs(2), || {

@@ -7,6 +7,7 @@ pub mod admin_support;
 pub mod cli;
 pub mod client;
 pub mod env;
+pub mod hang_up_upstream;
 pub mod mock_routes;
 pub mod mock_upstream;
 pub mod redis_instances;
