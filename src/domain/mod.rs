@@ -5,6 +5,7 @@ pub mod credential;
 pub mod family;
 pub mod headers;
 pub mod identity;
+pub mod identity_splice;
 pub mod tier;
 pub mod upstream_answer;
 pub mod window;

@@ -12,6 +12,7 @@ use crate::actors::supervisor::Services;
 use crate::clock::now_ms;
 use crate::domain::headers::is_claude_code;
 use crate::domain::identity::insert_identity;
+use crate::domain::identity_splice::{splice_identity, Spliced};
 use crate::domain::window::WindowGrant;
 use crate::domain::{ApiKey, ModelFamily};
 use crate::metrics::{metrics, tier_metrics, TierFamily};
@@ -126,6 +127,11 @@ fn with_identity(req: &HttpRequest, svc: &Services, model: &str, body: Bytes) ->
         || model.to_ascii_lowercase().contains("haiku")
     {
         return body;
+    }
+    match splice_identity(&body) {
+        Spliced::Unchanged => return body,
+        Spliced::Changed(spliced) => return Bytes::from(spliced),
+        Spliced::NeedsFullRewrite => {}
     }
     let Ok(mut map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
     else {

@@ -118,6 +118,11 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+/// Where `part` (a slice `fields` handed out) sits in `json`.
+pub fn offset_in(json: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - json.as_ptr() as usize
+}
+
 /// The raw text of `key`'s value in the top-level object of `json`, if it has one.
 pub fn top_level_field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
     fields(json)
@@ -126,7 +131,7 @@ pub fn top_level_field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{json, Value};
@@ -195,7 +200,8 @@ mod tests {
         }
     }
 
-    fn any_json() -> impl Strategy<Value = Value> {
+    /// Any JSON value, with strings full of quotes, backslashes and brackets.
+    pub(crate) fn any_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),

@@ -2,7 +2,7 @@
 //! and the usage reader that watches answers go by.
 
 pub mod client;
-mod json_scan;
+pub(crate) mod json_scan;
 pub mod oauth;
 pub mod request;
 pub mod unanswered;
