@@ -101,6 +101,7 @@ fn run(args: Args) -> Res<()> {
             .into());
         }
     }
+    load::set_shape(args.body_kb, &args.user_agent);
     let nproc = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = args.client_threads.unwrap_or(nproc).max(1);
     let machine = procs::machine();
@@ -112,6 +113,12 @@ fn run(args: Args) -> Res<()> {
         "claude-route bench on {} cores, {}, kernel {}",
         nproc, machine["cpu"], machine["kernel"]
     );
+    if args.body_kb > 0 || args.user_agent != "claude-cli/1.0.0" {
+        println!(
+            "requests: ~{} KB bodies, user-agent {}",
+            args.body_kb, args.user_agent
+        );
+    }
 
     // Every stream costs the bench one socket and the proxy two; keep the steps that fit.
     let nofile = procs::open_files_limit();

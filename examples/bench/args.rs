@@ -34,6 +34,15 @@ pub struct Args {
     pub stream_deltas: u32,
     #[arg(long, default_value_t = 5)]
     pub stream_interval_ms: u64,
+    /// Pad each request's conversation to about this many KB (0: a one-line request). Claude
+    /// Code sends 50–200 KB; the body check and, for other clients, the identity line scale
+    /// with it.
+    #[arg(long, default_value_t = 0)]
+    pub body_kb: usize,
+    /// The clients' user-agent. `claude-cli/…` is Claude Code; anything else (say
+    /// `anthropic-python/0.40.0`) has claude-route put Claude Code's identity into `system`.
+    #[arg(long, default_value = "claude-cli/1.0.0")]
+    pub user_agent: String,
     /// Concurrent stream counts of the capacity test.
     #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,1500")]
     pub steps: Vec<usize>,

@@ -3,8 +3,10 @@
 //! beyond the response buffer.
 
 use super::http::{Conn, Request, SseClock};
+use serde_json::json;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// One thing to measure: the mock itself, nginx, claude-route.
@@ -15,15 +17,71 @@ pub struct Target {
     pub keys: Vec<String>,
 }
 
-const JSON_BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello."}]}"#;
-const STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Say hello."}]}"#;
+/// What every request of the run looks like (`--body-kb`, `--user-agent`).
+pub struct Shape {
+    json_body: String,
+    stream_body: String,
+    user_agent: String,
+}
+
+static SHAPE: OnceLock<Shape> = OnceLock::new();
+
+/// Sets the requests' shape for the whole run; call before the first request is made.
+pub fn set_shape(body_kb: usize, user_agent: &str) {
+    let body = |stream: bool| conversation(body_kb * 1024, stream);
+    let _ = SHAPE.set(Shape {
+        json_body: body(false),
+        stream_body: body(true),
+        user_agent: user_agent.to_string(),
+    });
+}
+
+fn shape() -> &'static Shape {
+    SHAPE.get_or_init(|| Shape {
+        json_body: conversation(0, false),
+        stream_body: conversation(0, true),
+        user_agent: "claude-cli/1.0.0".into(),
+    })
+}
+
+/// A Messages request of at least `bytes` bytes: a system prompt and a conversation about
+/// code, with the newlines, quotes and tabs real ones are full of.
+fn conversation(bytes: usize, stream: bool) -> String {
+    const TURN: &str = "Here is the file:\n```rust\nfn main() {\n    println!(\"hello, {}\", name);\n}\n```\nThe \"tests\" pass;\tnext step? ";
+    let mut messages = vec![json!({"role": "user", "content": "Say hello."})];
+    let mut body = String::new();
+    loop {
+        let mut request =
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": messages});
+        if stream {
+            request["stream"] = json!(true);
+        }
+        if bytes > 0 {
+            request["system"] = json!([{"type": "text", "text": TURN.repeat(8)}]);
+        }
+        body.clear();
+        body.push_str(&request.to_string());
+        if body.len() >= bytes {
+            return body;
+        }
+        let role = if messages.len() % 2 == 0 {
+            "user"
+        } else {
+            "assistant"
+        };
+        messages.insert(
+            0,
+            json!({"role": role, "content": [{"type": "text", "text": TURN.repeat(16)}]}),
+        );
+    }
+}
 
 impl Target {
     fn headers(&self, conn: usize) -> Vec<(&'static str, String)> {
         let key = self.keys.get(conn % self.keys.len().max(1)).cloned();
         vec![
             ("x-api-key", key.unwrap_or_else(|| "sk-cli-v1-none".into())),
-            ("user-agent", "claude-cli/1.0.0".into()),
+            ("user-agent", shape().user_agent.clone()),
             ("anthropic-version", "2023-06-01".into()),
             ("content-type", "application/json".into()),
         ]
@@ -32,7 +90,7 @@ impl Target {
     pub fn json_request(&self, conn: usize) -> Request {
         let mut h = self.headers(conn);
         h.push(("accept", "application/json".into()));
-        Request::post(self.addr, "/v1/messages", &h, JSON_BODY)
+        Request::post(self.addr, "/v1/messages", &h, &shape().json_body)
     }
 
     pub fn stream_request(&self, conn: usize, deltas: u32, interval_ms: u64) -> Request {
@@ -40,7 +98,7 @@ impl Target {
         h.push(("accept", "text/event-stream".into()));
         h.push(("x-mock-deltas", deltas.to_string()));
         h.push(("x-mock-interval-ms", interval_ms.to_string()));
-        Request::post(self.addr, "/v1/messages", &h, STREAM_BODY)
+        Request::post(self.addr, "/v1/messages", &h, &shape().stream_body)
     }
 }
 

@@ -284,6 +284,8 @@ impl Run<'_> {
             "quick": a.quick,
             "client": self.client,
             "claude_route_rust_log": a.proxy_log,
+            "request_body_kb": a.body_kb,
+            "user_agent": a.user_agent,
             "nginx": self.nginx.is_some(),
             "redis": a.redis.as_deref().map_or("skipped (no --redis URL)".to_string(), |u| format!("claude-route+redis on {u}")),
             "load_seconds": self.load_secs.round(),

@@ -1,10 +1,12 @@
 //! Reading and checking a client's request body.
 
+use super::body_scan::scan_model;
 use super::error::ApiError;
 use actix_web::web;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use std::borrow::Cow;
 
 /// Reads the whole body, refusing it as soon as it passes `limit`.
 pub async fn read_limited(
@@ -37,7 +39,7 @@ pub async fn read_limited(
 #[derive(Deserialize)]
 struct Probe<'a> {
     #[serde(borrow)]
-    model: Option<std::borrow::Cow<'a, str>>,
+    model: Option<Cow<'a, str>>,
 }
 
 /// The request's model, or a 400 that says what is missing.
@@ -47,12 +49,19 @@ pub fn model_of(body: &[u8]) -> Result<String, ApiError> {
             "The request body is empty; send a JSON object with a `model` field".into(),
         ));
     }
-    let probe: Probe<'_> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "The request body is not valid JSON ({e}); send a JSON object"
-        ))
-    })?;
-    match probe.model {
+    // The fast scan reads most bodies; serde decides (and words the error) for the rest.
+    let model = match scan_model(body) {
+        Some(model) => model.map(Cow::Borrowed),
+        None => {
+            let probe: Probe<'_> = serde_json::from_slice(body).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "The request body is not valid JSON ({e}); send a JSON object"
+                ))
+            })?;
+            probe.model
+        }
+    };
+    match model {
         Some(m) if !m.trim().is_empty() => Ok(m.into_owned()),
         _ => Err(ApiError::BadRequest(
             "The request body has no `model`; name the model to use, e.g. \"claude-sonnet-4-5\""

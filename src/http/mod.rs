@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod body;
+mod body_scan;
 pub mod error;
 pub mod exchange;
 pub mod header_names;
@@ -10,6 +11,7 @@ pub mod metrics_endpoint;
 pub mod proxy;
 pub mod relay;
 mod server;
+mod string_scan;
 
 pub use server::serve;
 
