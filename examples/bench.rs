@@ -113,7 +113,7 @@ fn run(args: Args) -> Res<()> {
         "claude-route bench on {} cores, {}, kernel {}",
         nproc, machine["cpu"], machine["kernel"]
     );
-    if args.body_kb > 0 || args.user_agent != "claude-cli/1.0.0" {
+    if args.body_kb > 0 || args.user_agent != load::CLAUDE_CODE_USER_AGENT {
         println!(
             "requests: ~{} KB bodies, user-agent {}",
             args.body_kb, args.user_agent

@@ -41,7 +41,7 @@ pub struct Args {
     pub body_kb: usize,
     /// The clients' user-agent. `claude-cli/…` is Claude Code; anything else (say
     /// `anthropic-python/0.40.0`) has claude-route put Claude Code's identity into `system`.
-    #[arg(long, default_value = "claude-cli/1.0.0")]
+    #[arg(long, default_value = super::load::CLAUDE_CODE_USER_AGENT)]
     pub user_agent: String,
     /// Concurrent stream counts of the capacity test.
     #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,1500")]

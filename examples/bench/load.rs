@@ -17,6 +17,9 @@ pub struct Target {
     pub keys: Vec<String>,
 }
 
+/// Claude Code's user-agent: the bench's clients by default.
+pub const CLAUDE_CODE_USER_AGENT: &str = "claude-cli/1.0.0";
+
 /// What every request of the run looks like (`--body-kb`, `--user-agent`).
 pub struct Shape {
     json_body: String,
@@ -40,7 +43,7 @@ fn shape() -> &'static Shape {
     SHAPE.get_or_init(|| Shape {
         json_body: conversation(0, false),
         stream_body: conversation(0, true),
-        user_agent: "claude-cli/1.0.0".into(),
+        user_agent: CLAUDE_CODE_USER_AGENT.into(),
     })
 }
 

@@ -42,6 +42,11 @@ struct Probe<'a> {
     model: Option<Cow<'a, str>>,
 }
 
+/// The `model` as serde reads it (the whole body checked on the way).
+pub(super) fn serde_model(body: &[u8]) -> serde_json::Result<Option<Cow<'_, str>>> {
+    serde_json::from_slice::<Probe<'_>>(body).map(|probe| probe.model)
+}
+
 /// The request's model, or a 400 that says what is missing.
 pub fn model_of(body: &[u8]) -> Result<String, ApiError> {
     if body.is_empty() {
@@ -52,14 +57,11 @@ pub fn model_of(body: &[u8]) -> Result<String, ApiError> {
     // The fast scan reads most bodies; serde decides (and words the error) for the rest.
     let model = match scan_model(body) {
         Some(model) => model.map(Cow::Borrowed),
-        None => {
-            let probe: Probe<'_> = serde_json::from_slice(body).map_err(|e| {
-                ApiError::BadRequest(format!(
-                    "The request body is not valid JSON ({e}); send a JSON object"
-                ))
-            })?;
-            probe.model
-        }
+        None => serde_model(body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "The request body is not valid JSON ({e}); send a JSON object"
+            ))
+        })?,
     };
     match model {
         Some(m) if !m.trim().is_empty() => Ok(m.into_owned()),

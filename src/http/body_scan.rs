@@ -199,20 +199,13 @@ mod tests {
     use super::*;
     use crate::upstream::json_scan::tests::any_json;
     use proptest::prelude::*;
-    use serde::Deserialize;
     use serde_json::{json, Value};
 
-    /// What the proxy read with serde alone.
-    #[derive(Deserialize)]
-    struct SerdeProbe<'a> {
-        #[serde(borrow)]
-        model: Option<std::borrow::Cow<'a, str>>,
-    }
-
+    /// What the proxy reads with serde alone.
     fn serde_model(body: &[u8]) -> Option<Option<String>> {
-        serde_json::from_slice::<SerdeProbe<'_>>(body)
+        super::super::body::serde_model(body)
             .ok()
-            .map(|p| p.model.map(|m| m.into_owned()))
+            .map(|model| model.map(|m| m.into_owned()))
     }
 
     /// The safety rule: whatever the scan accepts, serde accepts with the same model.

@@ -66,8 +66,8 @@ impl Exchange<'_> {
         }
     }
 
-    /// Sends the request; when Claude hangs up a pooled connection before answering, once
-    /// more on a new connection (the request cannot have been served: no answer began).
+    /// Sends the request; when Claude hangs up the connection before answering (typically a
+    /// pooled one it had just timed out), once more on a new connection (the request cannot have been served: no answer began).
     async fn send(&self) -> Result<Answer, awc::error::SendRequestError> {
         let upstream = &self.svc.config.upstream;
         match self.send_with(&client::client(upstream), false).await {
