@@ -197,6 +197,7 @@ impl Store {
             account: a.account.clone(),
             family: a.family.unwrap_or(ModelFamily::Sonnet),
             window_started: a.grant.map(|g| g.started_at),
+            count_id: a.count_id.clone(),
             outcome,
         };
         match self.kind {
@@ -574,10 +575,14 @@ async fn refund_gives_the_request_back(kind: Kind) {
         "[{kind:?}] only one request came back"
     );
 
-    // A refund naming a window that is not the current one changes nothing.
+    // A refund naming a window that is not the current one changes nothing (on Redis such a
+    // count also has a name this window never held).
     let mut stale = third.clone();
     if let Some(g) = stale.grant.as_mut() {
         g.started_at -= 1;
+    }
+    if stale.count_id.is_some() {
+        stale.count_id = Some(Arc::from("a-count-of-another-window"));
     }
     s.settle(&key, &stale, Outcome::Refund).await;
     assert!(
@@ -956,3 +961,92 @@ conformance!(
     expired_token_is_refused,
     view_shows_slots_and_usage,
 );
+
+/// Redis only — an embedded admission never waits on anything that could lose its answer.
+/// When Redis's answer to an admission is lost (a timeout; the client already has its 503),
+/// the proxy withdraws it: whichever runs first in Redis, the admission or the withdrawal,
+/// the request ends up counted zero times.
+mod redis_withdrawn_admissions {
+    use super::*;
+
+    const LIMIT: u32 = 2;
+
+    async fn store() -> (Store, claude_route::store::redis::RedisPool) {
+        let t = tier(3, Some(LIMIT), five_hours());
+        let s = Store::with_accounts(Kind::Redis, t.clone(), &["a1"]).await;
+        let pool = s.redis.as_ref().expect("a Redis store").pool(t);
+        (s, pool)
+    }
+
+    fn remaining(a: &Admission) -> u32 {
+        a.grant.expect("a counted admission").remaining
+    }
+
+    /// A Sonnet admission sent straight to Redis with its count named `count_id`.
+    async fn admit_named(
+        pool: &claude_route::store::redis::RedisPool,
+        key: &KeyRecord,
+        count_id: &str,
+    ) -> Result<Admission, PoolError> {
+        pool.admit(
+            key,
+            Some(ModelFamily::Sonnet),
+            now_ms(),
+            Some(count_id.into()),
+        )
+        .await
+    }
+
+    #[actix_rt::test]
+    async fn withdrawn_before_it_runs_the_admission_refuses_itself() {
+        let (s, pool) = store().await;
+        let key = s.key(None).await;
+        pool.withdraw(&key.id, ModelFamily::Sonnet, "lost-1").await;
+        let late = admit_named(&pool, &key, "lost-1").await;
+        assert!(
+            matches!(&late, Err(PoolError::Store(m)) if m.contains("withdrawn")),
+            "a withdrawn admission must not run: {late:?}"
+        );
+        let next = s.admit_ok(&key).await;
+        assert_eq!(
+            remaining(&next),
+            LIMIT - 1,
+            "the late admission counted nothing"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn withdrawn_after_it_ran_its_count_comes_back_once() {
+        let (s, pool) = store().await;
+        let key = s.key(None).await;
+        let ran = admit_named(&pool, &key, "lost-2").await.expect("admitted");
+        assert_eq!(remaining(&ran), LIMIT - 1);
+        assert_eq!(ran.count_id.as_deref(), Some("lost-2"));
+
+        pool.withdraw(&key.id, ModelFamily::Sonnet, "lost-2").await;
+        let next = s.admit_ok(&key).await;
+        assert_eq!(remaining(&next), LIMIT - 1, "the withdrawn count came back");
+
+        // A second withdrawal of the same admission (its first answer lost too) gives
+        // nothing more back.
+        pool.withdraw(&key.id, ModelFamily::Sonnet, "lost-2").await;
+        let last = s.admit_ok(&key).await;
+        assert_eq!(remaining(&last), 0, "one count came back, not two");
+    }
+
+    #[actix_rt::test]
+    async fn a_settled_count_is_not_given_back_by_a_withdrawal() {
+        let (s, pool) = store().await;
+        let key = s.key(None).await;
+        let served = s.admit_ok(&key).await;
+        let id = served
+            .count_id
+            .clone()
+            .expect("Redis names each counted admission");
+        s.settle(&key, &served, Outcome::Served(usage(1, 1, 0, 0)))
+            .await;
+        pool.withdraw(&key.id, ModelFamily::Sonnet, &id).await;
+        let next = s.admit_ok(&key).await;
+        assert_eq!(remaining(&next), 0, "a served request stays counted");
+    }
+}

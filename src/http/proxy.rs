@@ -242,6 +242,7 @@ async fn forward(
         account: admission.account.clone(),
         family,
         window_started: admission.grant.map(|g| g.started_at),
+        count_id: admission.count_id.clone(),
     });
     Exchange {
         svc: &svc,

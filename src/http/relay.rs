@@ -19,6 +19,7 @@ pub struct SettleTicket {
     pub account: Arc<str>,
     pub family: ModelFamily,
     pub window_started: Option<Millis>,
+    pub count_id: Option<Arc<str>>,
 }
 
 impl SettleTicket {
@@ -31,6 +32,7 @@ impl SettleTicket {
             account: self.account,
             family: self.family,
             window_started: self.window_started,
+            count_id: self.count_id,
             outcome,
         });
     }

@@ -128,11 +128,27 @@ impl Handler<Settle> for PoolActor {
                             &msg.account,
                             msg.family,
                             msg.window_started,
+                            msg.count_id.as_deref(),
                             msg.outcome,
                         )
                         .await;
                     logged("settling a request in Redis", done);
                 })
+            }
+        }
+    }
+}
+
+impl Handler<Withdraw> for PoolActor {
+    type Result = Response<()>;
+
+    fn handle(&mut self, msg: Withdraw, _: &mut Context<Self>) -> Self::Result {
+        match &self.backend {
+            // Embedded admissions never wait on anything that could leave them half done.
+            PoolBackend::Embedded { .. } => Response::reply(()),
+            PoolBackend::Redis(pool) => {
+                let pool = pool.clone();
+                later(async move { pool.withdraw(&msg.key_id, msg.family, &msg.count_id).await })
             }
         }
     }

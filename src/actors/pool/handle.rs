@@ -4,12 +4,34 @@
 //! what the proxy cost (see BENCHMARKS.md). The lock is held only for the in-memory update.
 
 use super::actor::{save, settle_in_memory};
-use super::{Admission, PoolActor, PoolBackend, PoolError, PoolState, Settle};
+use super::{Admission, PoolActor, PoolBackend, PoolError, PoolState, Settle, Withdraw};
 use crate::clock::now_ms;
 use crate::domain::ModelFamily;
 use crate::store::KeyRecord;
 use actix::Addr;
 use std::sync::Arc;
+
+/// A Redis admission that may have been counted without its client being served: Redis did
+/// not answer in time, or the request was dropped while waiting. Dropped while it still
+/// names the count, it has the actor withdraw it (`do_send`: safe in any destructor).
+struct UnansweredCount {
+    addr: Addr<PoolActor>,
+    key_id: String,
+    family: ModelFamily,
+    count_id: Option<Arc<str>>,
+}
+
+impl Drop for UnansweredCount {
+    fn drop(&mut self) {
+        if let Some(count_id) = self.count_id.take() {
+            self.addr.do_send(Withdraw {
+                key_id: std::mem::take(&mut self.key_id),
+                family: self.family,
+                count_id,
+            });
+        }
+    }
+}
 
 /// An embedded tier's state, shared by its actor and the request handlers.
 pub type SharedPool = Arc<parking_lot::Mutex<PoolState>>;
@@ -38,7 +60,8 @@ impl PoolHandle {
     }
 
     /// Binds the key if needed and counts the request (`family: None`: uncounted, the
-    /// account only). A new binding is on disk before this returns.
+    /// account only). A new binding is on disk before this returns. On Redis, a count whose
+    /// answer is lost (or whose caller stops waiting) is withdrawn again.
     pub async fn admit(
         &self,
         key: &KeyRecord,
@@ -52,7 +75,27 @@ impl PoolHandle {
                 }
                 result
             }
-            PoolBackend::Redis(pool) => pool.admit(key, family, now_ms()).await,
+            PoolBackend::Redis(pool) => {
+                let count_id = pool.count_id_for(family);
+                let mut unanswered =
+                    count_id
+                        .clone()
+                        .zip(family)
+                        .map(|(count_id, family)| UnansweredCount {
+                            addr: self.parts.addr.clone(),
+                            key_id: key.id.clone(),
+                            family,
+                            count_id: Some(count_id),
+                        });
+                let result = pool.admit(key, family, now_ms(), count_id).await;
+                // Redis's own refusals counted nothing; only a lost answer may have.
+                if !matches!(result, Err(PoolError::Store(_))) {
+                    if let Some(u) = unanswered.as_mut() {
+                        u.count_id = None;
+                    }
+                }
+                result
+            }
         }
     }
 

@@ -14,7 +14,19 @@ pub struct Settle {
     pub account: Arc<str>,
     pub family: ModelFamily,
     pub window_started: Option<Millis>,
+    /// Redis: which count in the window is this request's (see `Admission::count_id`).
+    pub count_id: Option<Arc<str>>,
     pub outcome: Outcome,
+}
+
+/// Redis: an admission whose client had an error or went away before Redis answered; undo
+/// whatever it did to the window (see `RedisPool::withdraw`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Withdraw {
+    pub key_id: String,
+    pub family: ModelFamily,
+    pub count_id: Arc<str>,
 }
 
 /// The key expired or was revoked: free its slot.

@@ -41,6 +41,9 @@ pub struct Admission {
     /// None for uncounted calls.
     pub family: Option<ModelFamily>,
     pub grant: Option<WindowGrant>,
+    /// Redis: the name of this request's count in its window, so that settling gives back
+    /// exactly this count (None when uncounted, and in the embedded store).
+    pub count_id: Option<Arc<str>>,
     /// Set when this request bound the key; `slots` is the account's count after it.
     pub newly_bound: bool,
     pub slots_used: u32,
@@ -260,6 +263,7 @@ impl PoolState {
             credential,
             family,
             grant,
+            count_id: None,
             newly_bound,
             slots_used,
             slots: self.tier.slots,

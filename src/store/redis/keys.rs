@@ -62,9 +62,15 @@ impl KeyNames {
         format!("{}:cred:{tier}:{account}", self.prefix)
     }
 
-    /// Hash: started, count — expires with the window.
+    /// Hash: started, count, and `a:<count id>` for each admitted request not yet settled —
+    /// expires with the window.
     pub fn window(&self, key_id: &str, family: &str) -> String {
         format!("{}:window:{key_id}:{family}", self.prefix)
+    }
+
+    /// String with PX: an admission the proxy withdrew before Redis ran it (refused if it runs).
+    pub fn withdrawn(&self, count_id: &str) -> String {
+        format!("{}:withdrawn:{count_id}", self.prefix)
     }
 
     /// Hash of usage counters for a key.

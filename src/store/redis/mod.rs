@@ -27,6 +27,7 @@ fn script(body: &str) -> Script {
 struct Scripts {
     admit: Script,
     settle: Script,
+    withdraw: Script,
     release: Script,
     bind_fixed: Script,
     credential: Script,
@@ -41,6 +42,7 @@ impl Scripts {
         Scripts {
             admit: script(include_str!("scripts/admit.lua")),
             settle: script(include_str!("scripts/settle.lua")),
+            withdraw: script(include_str!("scripts/withdraw.lua")),
             release: script(include_str!("scripts/release.lua")),
             bind_fixed: script(include_str!("scripts/bind_fixed.lua")),
             credential: script(include_str!("scripts/credential.lua")),
@@ -51,10 +53,11 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 9] {
+    fn all(&self) -> [&Script; 10] {
         [
             &self.admit,
             &self.settle,
+            &self.withdraw,
             &self.release,
             &self.bind_fixed,
             &self.credential,

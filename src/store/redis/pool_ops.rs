@@ -9,7 +9,26 @@ use crate::domain::{Credential, Millis, ModelFamily, Tier};
 use crate::store::{KeyRecord, StoreError, Usage};
 use redis::AsyncCommands;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// How long a withdrawn admission is refused should it still reach Redis (and how long the
+/// proxy keeps trying to withdraw it).
+const WITHDRAWN_KEPT: Duration = Duration::from_secs(600);
+const WITHDRAW_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const WITHDRAW_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Unique across instances: a random per-process part and a counter.
+fn new_count_id() -> Arc<str> {
+    static PROCESS: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| format!("{:016x}", rand::random::<u64>()));
+    Arc::from(format!(
+        "{process}{:x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
 
 #[derive(Clone)]
 pub struct RedisPool {
@@ -50,11 +69,22 @@ impl RedisPool {
         i64::try_from(self.tier.window.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// A name for this request's count when it will be counted in a window (see
+    /// `Admission::count_id`), unique across instances.
+    pub fn count_id_for(&self, family: Option<ModelFamily>) -> Option<Arc<str>> {
+        family
+            .and_then(|f| self.tier.limit(f))
+            .filter(|limit| *limit > 0)
+            .map(|_| new_count_id())
+    }
+
+    /// `count_id`: from `count_id_for`; the count is recorded under it until settled.
     pub async fn admit(
         &self,
         key: &KeyRecord,
         family: Option<ModelFamily>,
         now: Millis,
+        count_id: Option<Arc<str>>,
     ) -> Result<Admission, PoolError> {
         if let Some(f) = family.filter(|f| !self.tier.allows(*f)) {
             let _ = f;
@@ -72,6 +102,7 @@ impl RedisPool {
             .arg(self.window_ms())
             .arg(now)
             .arg(self.tier.slots)
+            .arg(count_id.as_deref().unwrap_or(""))
             .invoke_async(&mut self.store.conn())
             .await
             .map_err(redis_err)?;
@@ -92,6 +123,7 @@ impl RedisPool {
                     account: Arc::from(field(1)),
                     credential: Arc::new(credential_from(field(4), field(5), field(6))),
                     family,
+                    count_id: grant.and(count_id),
                     grant,
                     newly_bound: field(2) == "1",
                     slots_used: field(3).parse().unwrap_or(0),
@@ -110,6 +142,9 @@ impl RedisPool {
                 account: field(1).to_string(),
                 retry_at: None,
             }),
+            "withdrawn" => Err(PoolError::Store(
+                "the admission was withdrawn before Redis ran it".into(),
+            )),
             "rate_limited" => Err(PoolError::RateLimited {
                 family: family.unwrap_or(ModelFamily::Other),
                 limit,
@@ -127,6 +162,7 @@ impl RedisPool {
         account: &str,
         family: ModelFamily,
         window_started: Option<Millis>,
+        count_id: Option<&str>,
         outcome: Outcome,
     ) -> Result<(), PoolError> {
         let (refund, usage) = match outcome {
@@ -144,10 +180,55 @@ impl RedisPool {
             .arg(usage.output_tokens)
             .arg(usage.cache_creation_input_tokens)
             .arg(usage.cache_read_input_tokens)
+            .arg(count_id.unwrap_or(""))
             .invoke_async::<i64>(&mut self.store.conn())
             .await
             .map(|_| ())
             .map_err(redis_err)
+    }
+
+    /// Undoes an admission whose client was answered with an error or went away before
+    /// Redis answered: its count is given back if it ran, and it refuses itself if it runs
+    /// later. Tried until Redis answers, for as long as a late admission is refused.
+    pub async fn withdraw(&self, key_id: &str, family: ModelFamily, count_id: &str) {
+        let started = std::time::Instant::now();
+        let mut pause = WITHDRAW_FIRST_PAUSE;
+        loop {
+            let answer = self
+                .store
+                .tier_script(&self.store.scripts.withdraw, &self.tier.name)
+                .arg(key_id)
+                .arg(family.as_str())
+                .arg(count_id)
+                .arg(WITHDRAWN_KEPT.as_millis().to_string())
+                .invoke_async::<String>(&mut self.store.conn())
+                .await;
+            match answer {
+                Ok(how) => {
+                    let what = if how == "given_back" {
+                        "its count given back"
+                    } else {
+                        "refused should it still run"
+                    };
+                    log::info!(
+                        "key {key_id}: withdrew an admission Redis had not answered in time ({what})"
+                    );
+                    return;
+                }
+                Err(e) if started.elapsed() + pause < WITHDRAWN_KEPT => {
+                    log::debug!("withdrawing an admission of key {key_id}: {e}; trying again");
+                    actix_rt::time::sleep(pause).await;
+                    pause = (pause * 2).min(WITHDRAW_MAX_PAUSE);
+                }
+                Err(e) => {
+                    log::error!(
+                        "key {key_id}: could not withdraw an admission Redis had not answered in time ({e}); one {} request may stay counted until its window ends",
+                        family.as_str()
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     pub async fn release(&self, key_id: &str) -> Result<(), PoolError> {

@@ -1,8 +1,13 @@
 -- Checks the key, binds it if needed (least-loaded usable account with a free slot, ties by
 -- name), checks the token, counts the request in its window: one round trip, atomic.
--- ARGV: prefix, tier, key_id, family ('' = uncounted), limit (0 = unlimited), window_ms, now, slots
+-- ARGV: prefix, tier, key_id, family ('' = uncounted), limit (0 = unlimited), window_ms, now, slots,
+--       count_id (names the count in the window hash as field 'a:<count_id>'; '' = none)
 local tier, id, family = ARGV[2], ARGV[3], ARGV[4]
 local limit, window_ms, now, slots = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local count_id = ARGV[9] or ''
+
+-- The proxy gave up waiting for this admission (its client has had a 503): never count it.
+if count_id ~= '' and redis.call('EXISTS', k_withdrawn(count_id)) == 1 then return {'withdrawn'} end
 
 local rec = redis.call('HMGET', k_key(id), 'status', 'expires', 'fixed')
 if not rec[1] then return {'unknown'} end
@@ -50,10 +55,18 @@ if family ~= '' and limit > 0 then
   local wk = k_window(id, family)
   local w = redis.call('HMGET', wk, 'started', 'count')
   local s, c = tonumber(w[1]), tonumber(w[2]) or 0
-  if not s or now >= s + window_ms then s = now; c = 0 end
+  if not s or now >= s + window_ms then
+    -- A new window: counts of the old one (and their names) are gone with it.
+    s = now; c = 0
+    redis.call('DEL', wk)
+  end
   if c >= limit then return {'rate_limited', tostring(s + window_ms), account} end
   c = c + 1
-  redis.call('HSET', wk, 'started', s, 'count', c)
+  if count_id ~= '' then
+    redis.call('HSET', wk, 'started', s, 'count', c, 'a:' .. count_id, '1')
+  else
+    redis.call('HSET', wk, 'started', s, 'count', c)
+  end
   redis.call('PEXPIREAT', wk, s + window_ms + 60000)
   started, count = tostring(s), tostring(c)
 end

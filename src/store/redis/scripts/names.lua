@@ -8,6 +8,7 @@ local function k_blacklist(tier) return P .. ':blacklist:' .. tier end
 local function k_limited(tier) return P .. ':limited:' .. tier end
 local function k_cred(tier, account) return P .. ':cred:' .. tier .. ':' .. account end
 local function k_window(id, family) return P .. ':window:' .. id .. ':' .. family end
+local function k_withdrawn(count_id) return P .. ':withdrawn:' .. count_id end
 local function k_key_usage(id) return P .. ':usage:key:' .. id end
 local function k_account_usage(tier, account) return P .. ':usage:acct:' .. tier .. ':' .. account end
 local function k_refresh_lock() return P .. ':refresh:lock' end
@@ -32,4 +33,11 @@ end
 local function usable(tier, account)
   return redis.call('SISMEMBER', k_accounts(tier), account) == 1
     and redis.call('HEXISTS', k_blacklist(tier), account) == 0
+end
+
+-- Gives one count back to a request window (never below zero).
+local function give_back_count(wk)
+  if tonumber(redis.call('HGET', wk, 'count') or '0') > 0 then
+    redis.call('HINCRBY', wk, 'count', -1)
+  end
 end

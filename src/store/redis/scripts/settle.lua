@@ -1,8 +1,17 @@
 -- Ends a request: usage added when served, the window given back when refunded.
 -- ARGV: prefix, tier, key_id, account, family, window_started ('' = none), refund (0/1),
---       input, output, cache_creation, cache_read
+--       input, output, cache_creation, cache_read, count_id ('' = none: the window start decides)
 local tier, id, account, family, started = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if ARGV[7] == '1' then
+local count_id = ARGV[12] or ''
+if count_id ~= '' then
+  -- The count is named: it is given back only while it is still in the window.
+  local wk = k_window(id, family)
+  local held = redis.call('HDEL', wk, 'a:' .. count_id) == 1
+  if ARGV[7] == '1' then
+    if held then give_back_count(wk) end
+    return 0
+  end
+elseif ARGV[7] == '1' then
   if started ~= '' then
     local wk = k_window(id, family)
     local w = redis.call('HMGET', wk, 'started', 'count')

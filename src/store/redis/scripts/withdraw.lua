@@ -1,0 +1,11 @@
+-- Withdraws an admission whose answer never reached the proxy (its client has had a 503):
+-- gives its count back if the admission ran, or makes it refuse itself if it runs later.
+-- ARGV: prefix, tier, key_id, family, count_id, keep_ms (how long a late admission is refused)
+local id, family, count_id, keep_ms = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local wk = k_window(id, family)
+if redis.call('HDEL', wk, 'a:' .. count_id) == 1 then
+  give_back_count(wk)
+  return 'given_back'
+end
+redis.call('SET', k_withdrawn(count_id), '1', 'PX', keep_ms)
+return 'refused'
