@@ -546,6 +546,69 @@ async fn a_request_refused_while_redis_hung_is_not_counted() {
     window_counts_what_claude_received(&base, &key, 0, &mock, test_start, "the hang").await;
 }
 
+/// Claude fails a request (a 500: the request is given back) while Redis is down: the client
+/// gets its answer at once, and the refund is tried again until Redis is back (with its
+/// data: AOF) — the failed request is not counted.
+#[actix_rt::test]
+async fn a_refund_due_while_redis_is_down_lands_when_it_returns() {
+    let mut redis = RedisServer::own_persistent();
+    let mock = MockUpstream::start();
+    let accounts = SharedAccounts::new();
+    accounts.add_account("high", "h1");
+    let servers = start_instances(1, &mock, &redis, &accounts, TIER_TOML);
+    assert!(wait_pool_accounts(&servers[0], "high", &["h1"], Duration::from_secs(10)).await);
+    let key = create_key(&servers[0]).await;
+    let base = servers[0].base_url();
+
+    mock.push_answer(Answer::error(500, "api_error", "Internal server error"));
+    mock.set_delay(Duration::from_millis(600));
+    let failing = actix_rt::spawn({
+        let (base, key) = (base.clone(), key.clone());
+        async move { try_message(&base, &key, "key-0").await }
+    });
+    // Once Claude has the request, it was admitted (and counted); then Redis goes away.
+    let reached = Instant::now();
+    while mock.messages_requests().is_empty() {
+        assert!(
+            reached.elapsed() < Duration::from_secs(5),
+            "the request never reached Claude"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+    redis.stop();
+    let failed = failing.await.expect("request task").expect("an answer");
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    // The refund's first tries fail while Redis is down.
+    sleep(Duration::from_millis(500)).await;
+    redis.start_again();
+    mock.set_delay(Duration::ZERO);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut served = 0;
+    loop {
+        let res = try_message(&base, &key, "key-0")
+            .await
+            .expect("request after the hang");
+        assert_eq!(res.status, 200, "{}", res.text());
+        served += 1;
+        let remaining: u32 = res
+            .header("x-ratelimit-remaining-requests")
+            .expect("x-ratelimit-remaining-requests")
+            .parse()
+            .expect("number");
+        let counted = LIMIT - remaining;
+        if counted == served {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window counts {counted} after {served} served requests: the refund of the \
+             request Claude failed while Redis was down was lost"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Redis restarts empty (no persistence) faster than any health check can see it down: the
 /// proxy notices the new Redis by its run id and syncs the accounts into it again, so new
 /// keys work within ~2 s; the keys Redis forgot are refused (fail closed), never served.

@@ -968,10 +968,11 @@ conformance!(
 /// the request ends up counted zero times.
 mod redis_withdrawn_admissions {
     use super::*;
+    use claude_route::store::redis::RedisPool;
 
     const LIMIT: u32 = 2;
 
-    async fn store() -> (Store, claude_route::store::redis::RedisPool) {
+    async fn store() -> (Store, RedisPool) {
         let t = tier(3, Some(LIMIT), five_hours());
         let s = Store::with_accounts(Kind::Redis, t.clone(), &["a1"]).await;
         let pool = s.redis.as_ref().expect("a Redis store").pool(t);
@@ -982,9 +983,16 @@ mod redis_withdrawn_admissions {
         a.grant.expect("a counted admission").remaining
     }
 
+    /// What the proxy does when Redis's answer to admission `count_id` was lost.
+    async fn withdraw(pool: &RedisPool, key: &KeyRecord, count_id: &str) {
+        pool.give_back(&key.id, ModelFamily::Sonnet, count_id)
+            .await
+            .expect("Redis answers");
+    }
+
     /// A Sonnet admission sent straight to Redis with its count named `count_id`.
     async fn admit_named(
-        pool: &claude_route::store::redis::RedisPool,
+        pool: &RedisPool,
         key: &KeyRecord,
         count_id: &str,
     ) -> Result<Admission, PoolError> {
@@ -1001,7 +1009,7 @@ mod redis_withdrawn_admissions {
     async fn withdrawn_before_it_runs_the_admission_refuses_itself() {
         let (s, pool) = store().await;
         let key = s.key(None).await;
-        pool.withdraw(&key.id, ModelFamily::Sonnet, "lost-1").await;
+        withdraw(&pool, &key, "lost-1").await;
         let late = admit_named(&pool, &key, "lost-1").await;
         assert!(
             matches!(&late, Err(PoolError::Store(m)) if m.contains("withdrawn")),
@@ -1023,13 +1031,13 @@ mod redis_withdrawn_admissions {
         assert_eq!(remaining(&ran), LIMIT - 1);
         assert_eq!(ran.count_id.as_deref(), Some("lost-2"));
 
-        pool.withdraw(&key.id, ModelFamily::Sonnet, "lost-2").await;
+        withdraw(&pool, &key, "lost-2").await;
         let next = s.admit_ok(&key).await;
         assert_eq!(remaining(&next), LIMIT - 1, "the withdrawn count came back");
 
         // A second withdrawal of the same admission (its first answer lost too) gives
         // nothing more back.
-        pool.withdraw(&key.id, ModelFamily::Sonnet, "lost-2").await;
+        withdraw(&pool, &key, "lost-2").await;
         let last = s.admit_ok(&key).await;
         assert_eq!(remaining(&last), 0, "one count came back, not two");
     }
@@ -1045,7 +1053,7 @@ mod redis_withdrawn_admissions {
             .expect("Redis names each counted admission");
         s.settle(&key, &served, Outcome::Served(usage(1, 1, 0, 0)))
             .await;
-        pool.withdraw(&key.id, ModelFamily::Sonnet, &id).await;
+        withdraw(&pool, &key, &id).await;
         let next = s.admit_ok(&key).await;
         assert_eq!(remaining(&next), 0, "a served request stays counted");
     }

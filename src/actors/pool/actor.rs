@@ -7,7 +7,7 @@ use super::messages::*;
 use super::{Changes, PoolError, PoolState, PoolView, SharedPool, SyncDelta};
 use crate::clock::now_ms;
 use crate::domain::Credential;
-use crate::store::redis::RedisPool;
+use crate::store::redis::{GivenBack, RedisPool};
 use crate::store::{StoreWriter, Usage, WriteOp};
 use actix::{Actor, Context, Handler, Response};
 use std::future::Future;
@@ -148,7 +148,21 @@ impl Handler<Withdraw> for PoolActor {
             PoolBackend::Embedded { .. } => Response::reply(()),
             PoolBackend::Redis(pool) => {
                 let pool = pool.clone();
-                later(async move { pool.withdraw(&msg.key_id, msg.family, &msg.count_id).await })
+                later(async move {
+                    let key = &msg.key_id;
+                    match pool.give_back(key, msg.family, &msg.count_id).await {
+                        Ok(GivenBack::Count) => log::info!(
+                            "key {key}: withdrew an admission Redis had not answered in time (its count given back)"
+                        ),
+                        Ok(GivenBack::Refusal) => log::info!(
+                            "key {key}: withdrew an admission Redis had not answered in time (refused should it still run)"
+                        ),
+                        Err(e) => log::error!(
+                            "key {key}: could not withdraw an admission Redis had not answered in time ({e}); one {} request may stay counted until its window ends",
+                            msg.family.as_str()
+                        ),
+                    }
+                })
             }
         }
     }

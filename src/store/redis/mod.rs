@@ -9,7 +9,7 @@ mod pool_ops;
 mod refresh_ops;
 
 pub use keys::KeyNames;
-pub use pool_ops::RedisPool;
+pub use pool_ops::{GivenBack, RedisPool};
 pub use refresh_ops::{RefreshGrant, RefreshRules};
 
 use super::StoreError;
@@ -27,7 +27,7 @@ fn script(body: &str) -> Script {
 struct Scripts {
     admit: Script,
     settle: Script,
-    withdraw: Script,
+    give_back: Script,
     release: Script,
     bind_fixed: Script,
     credential: Script,
@@ -42,7 +42,7 @@ impl Scripts {
         Scripts {
             admit: script(include_str!("scripts/admit.lua")),
             settle: script(include_str!("scripts/settle.lua")),
-            withdraw: script(include_str!("scripts/withdraw.lua")),
+            give_back: script(include_str!("scripts/give_back.lua")),
             release: script(include_str!("scripts/release.lua")),
             bind_fixed: script(include_str!("scripts/bind_fixed.lua")),
             credential: script(include_str!("scripts/credential.lua")),
@@ -57,7 +57,7 @@ impl Scripts {
         [
             &self.admit,
             &self.settle,
-            &self.withdraw,
+            &self.give_back,
             &self.release,
             &self.bind_fixed,
             &self.credential,

@@ -14,10 +14,20 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How long a withdrawn admission is refused should it still reach Redis (and how long the
-/// proxy keeps trying to withdraw it).
+/// proxy keeps trying to give a count back).
 const WITHDRAWN_KEPT: Duration = Duration::from_secs(600);
-const WITHDRAW_FIRST_PAUSE: Duration = Duration::from_millis(100);
-const WITHDRAW_MAX_PAUSE: Duration = Duration::from_secs(5);
+const GIVE_BACK_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const GIVE_BACK_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// What `RedisPool::give_back` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GivenBack {
+    /// The admission had run: its count came back.
+    Count,
+    /// Nothing to give back (not run yet, already settled, or its window is over); should it
+    /// still run, it refuses itself.
+    Refusal,
+}
 
 /// Unique across instances: a random per-process part and a counter.
 fn new_count_id() -> Arc<str> {
@@ -165,6 +175,10 @@ impl RedisPool {
         count_id: Option<&str>,
         outcome: Outcome,
     ) -> Result<(), PoolError> {
+        if let (Outcome::Refund, Some(count_id)) = (outcome, count_id) {
+            // Safe to repeat until Redis answers: a named count comes back at most once.
+            return self.give_back(key_id, family, count_id).await.map(|_| ());
+        }
         let (refund, usage) = match outcome {
             Outcome::Served(u) => ("0", u),
             Outcome::Refund => ("1", Usage::default()),
@@ -187,16 +201,22 @@ impl RedisPool {
             .map_err(redis_err)
     }
 
-    /// Undoes an admission whose client was answered with an error or went away before
-    /// Redis answered: its count is given back if it ran, and it refuses itself if it runs
-    /// later. Tried until Redis answers, for as long as a late admission is refused.
-    pub async fn withdraw(&self, key_id: &str, family: ModelFamily, count_id: &str) {
+    /// Gives a named count back to its window, exactly once however often it is asked: if
+    /// the admission ran, its count comes back (unless it was settled or its window is
+    /// over); if it has not run yet, it refuses itself should it still run (for
+    /// `WITHDRAWN_KEPT`). Tried until Redis answers, for as long as that refusal lasts.
+    pub async fn give_back(
+        &self,
+        key_id: &str,
+        family: ModelFamily,
+        count_id: &str,
+    ) -> Result<GivenBack, PoolError> {
         let started = std::time::Instant::now();
-        let mut pause = WITHDRAW_FIRST_PAUSE;
+        let mut pause = GIVE_BACK_FIRST_PAUSE;
         loop {
             let answer = self
                 .store
-                .tier_script(&self.store.scripts.withdraw, &self.tier.name)
+                .tier_script(&self.store.scripts.give_back, &self.tier.name)
                 .arg(key_id)
                 .arg(family.as_str())
                 .arg(count_id)
@@ -204,29 +224,14 @@ impl RedisPool {
                 .invoke_async::<String>(&mut self.store.conn())
                 .await;
             match answer {
-                Ok(how) => {
-                    let what = if how == "given_back" {
-                        "its count given back"
-                    } else {
-                        "refused should it still run"
-                    };
-                    log::info!(
-                        "key {key_id}: withdrew an admission Redis had not answered in time ({what})"
-                    );
-                    return;
-                }
+                Ok(how) if how == "given_back" => return Ok(GivenBack::Count),
+                Ok(_) => return Ok(GivenBack::Refusal),
                 Err(e) if started.elapsed() + pause < WITHDRAWN_KEPT => {
-                    log::debug!("withdrawing an admission of key {key_id}: {e}; trying again");
+                    log::debug!("giving back a count of key {key_id}: {e}; trying again");
                     actix_rt::time::sleep(pause).await;
-                    pause = (pause * 2).min(WITHDRAW_MAX_PAUSE);
+                    pause = (pause * 2).min(GIVE_BACK_MAX_PAUSE);
                 }
-                Err(e) => {
-                    log::error!(
-                        "key {key_id}: could not withdraw an admission Redis had not answered in time ({e}); one {} request may stay counted until its window ends",
-                        family.as_str()
-                    );
-                    return;
-                }
+                Err(e) => return Err(redis_err(e)),
             }
         }
     }

@@ -1,17 +1,10 @@
--- Ends a request: usage added when served, the window given back when refunded.
+-- Ends a request: usage added when served, the window given back when refunded (a refund of
+-- a named count goes through give_back.lua instead).
 -- ARGV: prefix, tier, key_id, account, family, window_started ('' = none), refund (0/1),
---       input, output, cache_creation, cache_read, count_id ('' = none: the window start decides)
+--       input, output, cache_creation, cache_read, count_id ('' = none)
 local tier, id, account, family, started = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local count_id = ARGV[12] or ''
-if count_id ~= '' then
-  -- The count is named: it is given back only while it is still in the window.
-  local wk = k_window(id, family)
-  local held = redis.call('HDEL', wk, 'a:' .. count_id) == 1
-  if ARGV[7] == '1' then
-    if held then give_back_count(wk) end
-    return 0
-  end
-elseif ARGV[7] == '1' then
+if ARGV[7] == '1' then
   if started ~= '' then
     local wk = k_window(id, family)
     local w = redis.call('HMGET', wk, 'started', 'count')
@@ -21,6 +14,8 @@ elseif ARGV[7] == '1' then
   end
   return 0
 end
+-- Served: the count stays, its name goes (nothing can give it back any more).
+if count_id ~= '' then redis.call('HDEL', k_window(id, family), 'a:' .. count_id) end
 local fields = {'input_tokens', 'output_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens'}
 for _, hk in ipairs({k_key_usage(id), k_account_usage(tier, account)}) do
   redis.call('HINCRBY', hk, 'requests', 1)
