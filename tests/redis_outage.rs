@@ -513,27 +513,49 @@ async fn redis_hang_under_load_fails_fast_and_recovers_with_its_data() {
     check_windows_count_forwarded(&servers, &keys, &mock, test_start, "the hang").await;
 }
 
+/// One instance on `redis` with account `high/h1` and a key of it.
+struct OneInstance {
+    mock: MockUpstream,
+    key: String,
+    base: String,
+    _accounts: SharedAccounts,
+    _server: TestServer,
+}
+
+impl OneInstance {
+    async fn start(redis: &RedisServer) -> OneInstance {
+        let mock = MockUpstream::start();
+        let accounts = SharedAccounts::new();
+        accounts.add_account("high", "h1");
+        let mut servers = start_instances(1, &mock, redis, &accounts, TIER_TOML);
+        let server = servers.remove(0);
+        assert!(wait_pool_accounts(&server, "high", &["h1"], Duration::from_secs(10)).await);
+        OneInstance {
+            key: create_key(&server).await,
+            base: server.base_url(),
+            mock,
+            _accounts: accounts,
+            _server: server,
+        }
+    }
+}
+
 /// Redis hangs while a request waits for its admission: the client gets 503 `store
 /// unavailable` within the response timeout; Redis, once it resumes, runs the admission it
 /// had queued, and the proxy withdraws it — the window counts only what Claude received.
 #[actix_rt::test]
 async fn a_request_refused_while_redis_hung_is_not_counted() {
     let redis = RedisServer::own();
-    let mock = MockUpstream::start();
-    let accounts = SharedAccounts::new();
-    accounts.add_account("high", "h1");
-    let servers = start_instances(1, &mock, &redis, &accounts, TIER_TOML);
-    assert!(wait_pool_accounts(&servers[0], "high", &["h1"], Duration::from_secs(10)).await);
-    let key = create_key(&servers[0]).await;
-    let base = servers[0].base_url();
+    let one = OneInstance::start(&redis).await;
+    let (mock, key, base) = (&one.mock, &one.key, &one.base);
     let test_start = Instant::now();
-    let served = try_message(&base, &key, "key-0")
+    let served = try_message(base, key, "key-0")
         .await
         .expect("first request");
     assert_eq!(served.status, 200, "{}", served.text());
 
     redis.freeze();
-    let refused = try_message(&base, &key, "key-0").await;
+    let refused = try_message(base, key, "key-0").await;
     redis.thaw();
     let refused = refused.expect("an answer while Redis hangs");
     assert_eq!(refused.status, 503, "{}", refused.text());
@@ -543,7 +565,7 @@ async fn a_request_refused_while_redis_hung_is_not_counted() {
         refused.text()
     );
 
-    window_counts_what_claude_received(&base, &key, 0, &mock, test_start, "the hang").await;
+    window_counts_what_claude_received(base, key, 0, mock, test_start, "the hang").await;
 }
 
 /// Claude fails a request (a 500: the request is given back) while Redis is down: the client
@@ -552,13 +574,8 @@ async fn a_request_refused_while_redis_hung_is_not_counted() {
 #[actix_rt::test]
 async fn a_refund_due_while_redis_is_down_lands_when_it_returns() {
     let mut redis = RedisServer::own_persistent();
-    let mock = MockUpstream::start();
-    let accounts = SharedAccounts::new();
-    accounts.add_account("high", "h1");
-    let servers = start_instances(1, &mock, &redis, &accounts, TIER_TOML);
-    assert!(wait_pool_accounts(&servers[0], "high", &["h1"], Duration::from_secs(10)).await);
-    let key = create_key(&servers[0]).await;
-    let base = servers[0].base_url();
+    let one = OneInstance::start(&redis).await;
+    let (mock, key, base) = (&one.mock, &one.key, &one.base);
 
     mock.push_answer(Answer::error(500, "api_error", "Internal server error"));
     mock.set_delay(Duration::from_millis(600));
@@ -586,7 +603,7 @@ async fn a_refund_due_while_redis_is_down_lands_when_it_returns() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut served = 0;
     loop {
-        let res = try_message(&base, &key, "key-0")
+        let res = try_message(base, key, "key-0")
             .await
             .expect("request after the hang");
         assert_eq!(res.status, 200, "{}", res.text());
