@@ -127,7 +127,6 @@ impl Handler<Settle> for PoolActor {
                             &msg.key_id,
                             &msg.account,
                             msg.family,
-                            msg.window_started,
                             msg.count_id.as_deref(),
                             msg.outcome,
                         )

@@ -20,7 +20,7 @@ pub struct Settle {
 }
 
 /// Redis: an admission whose client had an error or went away before Redis answered; undo
-/// whatever it did to the window (see `RedisPool::withdraw`).
+/// whatever it did to the window (see `RedisPool::give_back`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Withdraw {

@@ -166,35 +166,34 @@ impl RedisPool {
         }
     }
 
+    /// Ends a request: a served one adds its usage (its count stays); a refunded one gives
+    /// its named count back (`give_back`, safe to repeat until Redis answers). An uncounted
+    /// request has nothing to give back.
     pub async fn settle(
         &self,
         key_id: &str,
         account: &str,
         family: ModelFamily,
-        window_started: Option<Millis>,
         count_id: Option<&str>,
         outcome: Outcome,
     ) -> Result<(), PoolError> {
-        if let (Outcome::Refund, Some(count_id)) = (outcome, count_id) {
-            // Safe to repeat until Redis answers: a named count comes back at most once.
-            return self.give_back(key_id, family, count_id).await.map(|_| ());
-        }
-        let (refund, usage) = match outcome {
-            Outcome::Served(u) => ("0", u),
-            Outcome::Refund => ("1", Usage::default()),
+        let usage = match (outcome, count_id) {
+            (Outcome::Served(usage), _) => usage,
+            (Outcome::Refund, Some(count_id)) => {
+                return self.give_back(key_id, family, count_id).await.map(|_| ())
+            }
+            (Outcome::Refund, None) => return Ok(()),
         };
         self.store
             .tier_script(&self.store.scripts.settle, &self.tier.name)
             .arg(key_id)
             .arg(account)
             .arg(family.as_str())
-            .arg(window_started.map(|s| s.to_string()).unwrap_or_default())
-            .arg(refund)
+            .arg(count_id.unwrap_or(""))
             .arg(usage.input_tokens)
             .arg(usage.output_tokens)
             .arg(usage.cache_creation_input_tokens)
             .arg(usage.cache_read_input_tokens)
-            .arg(count_id.unwrap_or(""))
             .invoke_async::<i64>(&mut self.store.conn())
             .await
             .map(|_| ())
