@@ -87,7 +87,10 @@ async fn malformed_keys_are_invalid_format() {
 #[actix_rt::test]
 async fn bad_bodies_are_invalid_requests() {
     let (mock, server, key) = serve("");
-    for raw in [&b"not json at all"[..], b"{\"model\":", b""] {
+    // serde reads a one-field struct from a one-element array: still not a request.
+    let array = br#"["claude-sonnet-4-5"]"#;
+    let scalar = br#""claude-sonnet-4-5""#;
+    for raw in [&b"not json at all"[..], b"{\"model\":", b"", array, scalar] {
         let res = server
             .post_raw("/v1/messages", Some(&key), raw.to_vec(), &[])
             .await;
@@ -162,4 +165,32 @@ async fn error_answers_are_json() {
         "content-type: {:?}",
         res.header("content-type")
     );
+}
+
+#[actix_rt::test]
+async fn unknown_paths_are_404_and_wrong_methods_405() {
+    let (mock, server, key) = serve("");
+    let auth = [("x-api-key", key.as_str())];
+    let res = request("GET", &server.url("/v2/messages"), &auth, vec![]).await;
+    res.assert_error(
+        404,
+        "not_found_error",
+        "GET /v2/messages is not an endpoint",
+    );
+    for (method, path, allowed) in [
+        ("GET", "/v1/messages", "POST"),
+        ("PUT", "/v1/messages/count_tokens", "POST"),
+        ("POST", "/v1/models", "GET"),
+        ("DELETE", "/v1/models/claude-sonnet-4-5", "GET"),
+        ("PATCH", "/admin/keys", "GET, POST"),
+    ] {
+        let res = request(method, &server.url(path), &auth, vec![]).await;
+        res.assert_error(
+            405,
+            "invalid_request_error",
+            &format!("{method} is not allowed on {path}; use {allowed}"),
+        );
+        assert_eq!(res.header("allow"), Some(allowed), "{method} {path}");
+    }
+    assert_nothing_upstream(&mock);
 }

@@ -87,6 +87,30 @@ async fn bearer_style_client_key_works() {
     }
 }
 
+/// An SDK with both `ANTHROPIC_API_KEY` (stale) and `ANTHROPIC_AUTH_TOKEN` (the proxy key)
+/// sends both headers; neither the stale key nor the proxy key goes upstream.
+#[actix_rt::test]
+async fn a_stale_x_api_key_beside_a_bearer_proxy_key_is_ignored() {
+    let (mock, server, key, _) = serve();
+    let auth = format!("BEARER {key}");
+    let stale = "sk-ant-api03-stale-anthropic-key";
+    let res = server
+        .post_messages(
+            None,
+            &message_request(SONNET),
+            &[("authorization", &auth), ("x-api-key", stale)],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let up = mock.last();
+    for (name, value) in &up.headers {
+        assert!(
+            !value.contains(&key) && !value.contains(stale),
+            "a client key leaked upstream in {name}"
+        );
+    }
+}
+
 #[actix_rt::test]
 async fn anthropic_beta_gets_oauth_once() {
     let (mock, server, key, _) = serve();

@@ -113,11 +113,7 @@ async fn connect_error_is_502_and_refunded() {
     server.env.config["upstream"]["base_url"] = toml::Value::String(mock.url());
     server.env.write_config();
     server.start_again();
-    for i in 0..2 {
-        let res = server.send_model(&key, SONNET).await;
-        assert_eq!(res.status, 200, "success {}: {}", i + 1, res.text());
-    }
-    assert_window_full(&server.send_model(&key, SONNET).await);
+    server.assert_sonnet_requests_left(&key, 2).await;
     assert_eq!(mock.messages_requests().len(), 2);
 }
 
@@ -150,11 +146,7 @@ async fn locally_expired_token_is_503_and_refunded() {
     // The operator drops in a fresh credential and syncs.
     server.env.add_account("high", "h1");
     server.admin_sync().await;
-    for i in 0..2 {
-        let res = server.send_model(&key, SONNET).await;
-        assert_eq!(res.status, 200, "success {}: {}", i + 1, res.text());
-    }
-    assert_window_full(&server.send_model(&key, SONNET).await);
+    server.assert_sonnet_requests_left(&key, 2).await;
 }
 
 #[actix_rt::test]
@@ -183,4 +175,43 @@ fn as_resp(s: StreamResp) -> Resp {
         body: s.bytes().into(),
         headers: s.headers,
     }
+}
+
+#[actix_rt::test]
+async fn an_error_answer_that_cannot_be_read_is_502_and_refunded() {
+    let (mock, server, key) = serve_high(HIGH_LIMIT_2);
+    // A 400 is read whole to see what it does to the account; this one is too large to read.
+    let huge = vec![b'x'; 5 * 1024 * 1024];
+    for _ in 0..2 {
+        mock.push_answer(Answer::new(400, huge.clone()));
+    }
+    for i in 0..2 {
+        let res = server.send_model(&key, SONNET).await;
+        res.assert_error(502, "api_error", "");
+        assert!(
+            res.text().contains("reading Claude's answer"),
+            "unreadable answer {}: {}",
+            i + 1,
+            res.text()
+        );
+    }
+    server.assert_sonnet_requests_left(&key, 2).await;
+}
+
+/// The embedded store refuses the new binding's write (a trigger stands in for a full disk):
+/// the client gets 503 and its request is not counted.
+#[actix_rt::test]
+async fn a_binding_the_store_refuses_is_503_and_refunded() {
+    let (_mock, server, key) = serve_high(HIGH_LIMIT_2);
+    let db = rusqlite::Connection::open(server.env.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_bindings BEFORE INSERT ON bindings \
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    let res = server.send_model(&key, SONNET).await;
+    res.assert_error(503, "api_error", "store unavailable");
+    db.execute_batch("DROP TRIGGER refuse_bindings;").unwrap();
+    server.assert_sonnet_requests_left(&key, 2).await;
 }

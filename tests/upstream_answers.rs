@@ -139,18 +139,8 @@ async fn blacklists_the_only_account(status: u16, kind: &str, message: &str) {
 
     server.recover("h1").await;
     assert_untouched(&server.pool_account("high", "h1").await);
-    for i in 0..2 {
-        let res = server.send_model(&key, SONNET).await;
-        assert_eq!(
-            res.status,
-            200,
-            "success {} (limit 2): {}",
-            i + 1,
-            res.text()
-        );
-    }
+    server.assert_sonnet_requests_left(&key, 2).await;
     assert_eq!(bearers(&mock).last(), Some(&access_token("h1")));
-    assert_window_full(&server.send_model(&key, SONNET).await);
 }
 
 async fn blacklist_row(status: u16, kind: &str, message: &str) {
@@ -326,6 +316,61 @@ async fn failed_refresh_blacklists_and_retries_on_the_new_account() {
     let res = server.send_model(&key, SONNET).await;
     assert_eq!(res.status, 200);
     assert_eq!(bearers(&mock).last(), Some(&access_token("h2")));
+}
+
+/// The token endpoint answers 429 to the urgent refresh: every refresh pauses, which is not
+/// the account's failure — it is not blacklisted, the client hears "expired, retry after the
+/// pause" and its request is not counted.
+#[actix_rt::test]
+async fn a_rate_limited_urgent_refresh_is_503_and_keeps_the_account() {
+    let (mock, server, key, _) = serve(&["h1"]);
+    mock.push_oauth_answer(
+        Answer::new(429, r#"{"error":"rate_limited"}"#).header("retry-after", "30"),
+    );
+    mock.push_answer(Answer::error(401, "authentication_error", EXPIRED));
+    let res = server.send_model(&key, SONNET).await;
+    res.assert_error(503, "api_error", "OAuth token has expired");
+    let retry_after: i64 = res
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric retry-after: {:?}", res.headers));
+    assert!(
+        (25..=30).contains(&retry_after),
+        "retry-after {retry_after} is not the token endpoint's pause"
+    );
+    assert_eq!(mock.oauth_calls().len(), 1, "one refresh attempt");
+    assert_untouched(&server.pool_account("high", "h1").await);
+    server.assert_sonnet_requests_left(&key, 2).await;
+}
+
+/// h1 is revoked, the retry on h2 finds h2's token expired: no third try, so the client
+/// hears "expired, retry shortly" (not Claude's 401, which Claude Code reads as a bad key)
+/// and its request is not counted; the next request refreshes h2.
+#[actix_rt::test]
+async fn an_expired_token_on_the_retry_is_503_and_refunded() {
+    let (mock, server, key, _) = serve(&["h1", "h2"]);
+    mock.push_answer(Answer::error(
+        403,
+        "permission_error",
+        "OAuth token has been revoked",
+    ));
+    mock.push_answer(Answer::error(401, "authentication_error", EXPIRED));
+    let res = server.send_model(&key, SONNET).await;
+    res.assert_error(503, "api_error", "OAuth token has expired");
+    assert!(res.header("retry-after").is_some(), "{:?}", res.headers);
+    assert_eq!(
+        bearers(&mock),
+        vec![access_token("h1"), access_token("h2")],
+        "sent once on h1 and once on h2"
+    );
+    assert_untouched(&server.pool_account("high", "h2").await);
+    mock.push_answer(Answer::error(401, "authentication_error", EXPIRED));
+    let res = server.send_model(&key, SONNET).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_refresh_call(&mock, "h2");
+    let res = server.send_model(&key, SONNET).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_window_full(&server.send_model(&key, SONNET).await);
 }
 
 #[actix_rt::test]

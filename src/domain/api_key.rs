@@ -50,31 +50,30 @@ impl ApiKey {
         Ok(ApiKey(text.to_string()))
     }
 
-    /// Takes the key from `x-api-key`, else from `Authorization: Bearer`.
+    /// Takes the key from `x-api-key`, else from `Authorization: Bearer`. A client may send
+    /// both (an SDK with a stale `ANTHROPIC_API_KEY` beside the proxy key as auth token): the
+    /// one that is a proxy key wins.
     pub fn from_headers(
         x_api_key: Option<&[u8]>,
         authorization: Option<&[u8]>,
     ) -> Result<ApiKey, KeyParseError> {
-        if let Some(raw) = x_api_key {
-            let text = std::str::from_utf8(raw).map_err(|_| KeyParseError::Malformed)?;
-            if !text.trim().is_empty() {
-                return ApiKey::parse(text);
+        let from_x_api_key = x_api_key.map(|raw| {
+            std::str::from_utf8(raw)
+                .map_err(|_| KeyParseError::Malformed)
+                .and_then(ApiKey::parse)
+        });
+        let from_bearer = authorization.map(|raw| {
+            std::str::from_utf8(raw)
+                .map_err(|_| KeyParseError::Malformed)
+                .and_then(bearer_token)
+                .and_then(ApiKey::parse)
+        });
+        match (from_x_api_key, from_bearer) {
+            (Some(Ok(key)), _) | (_, Some(Ok(key))) => Ok(key),
+            (Some(Err(KeyParseError::Malformed)), _) | (_, Some(Err(KeyParseError::Malformed))) => {
+                Err(KeyParseError::Malformed)
             }
-        }
-        match authorization {
-            None => Err(KeyParseError::Missing),
-            Some(raw) => {
-                let text = std::str::from_utf8(raw).map_err(|_| KeyParseError::Malformed)?;
-                let text = text.trim();
-                if text.is_empty() {
-                    return Err(KeyParseError::Missing);
-                }
-                let token = text
-                    .strip_prefix("Bearer ")
-                    .or_else(|| text.strip_prefix("bearer "))
-                    .ok_or(KeyParseError::Malformed)?;
-                ApiKey::parse(token)
-            }
+            _ => Err(KeyParseError::Missing),
         }
     }
 
@@ -90,6 +89,23 @@ impl ApiKey {
     /// `sk-cli-v1-` and the first four characters: safe to show and log.
     pub fn display_prefix(&self) -> String {
         self.0.chars().take(KEY_PREFIX.len() + 4).collect()
+    }
+}
+
+/// The credentials of `Authorization: Bearer <token>`; the scheme is case-insensitive
+/// (RFC 9110). An empty header is a missing key.
+fn bearer_token(value: &str) -> Result<&str, KeyParseError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(KeyParseError::Missing);
+    }
+    let (scheme, token) = value
+        .split_once([' ', '\t'])
+        .ok_or(KeyParseError::Malformed)?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Ok(token)
+    } else {
+        Err(KeyParseError::Malformed)
     }
 }
 
@@ -153,6 +169,56 @@ mod tests {
         );
         assert_eq!(
             ApiKey::from_headers(None, Some(b"Basic abc")),
+            Err(KeyParseError::Malformed)
+        );
+        assert_eq!(
+            ApiKey::from_headers(Some(b"  "), Some(b"")),
+            Err(KeyParseError::Missing)
+        );
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let key = ApiKey::generate();
+        for scheme in ["BEARER", "bearer", "Bearer", "bEaReR"] {
+            for gap in [" ", "\t", "   "] {
+                let header = format!("{scheme}{gap}{}", key.secret());
+                assert_eq!(
+                    ApiKey::from_headers(None, Some(header.as_bytes())),
+                    Ok(key.clone()),
+                    "{header:?}"
+                );
+            }
+        }
+        assert_eq!(
+            ApiKey::from_headers(None, Some(format!("Bearer{}", key.secret()).as_bytes())),
+            Err(KeyParseError::Malformed)
+        );
+    }
+
+    #[test]
+    fn the_header_holding_a_proxy_key_wins() {
+        let key = ApiKey::generate();
+        let bearer = format!("Bearer {}", key.secret());
+        let stale = b"sk-ant-api03-stale-anthropic-key";
+        assert_eq!(
+            ApiKey::from_headers(Some(stale), Some(bearer.as_bytes())),
+            Ok(key.clone())
+        );
+        assert_eq!(
+            ApiKey::from_headers(
+                Some(key.secret().as_bytes()),
+                Some(b"Bearer sk-ant-oat01-x")
+            ),
+            Ok(key.clone())
+        );
+        // Neither is a proxy key: the client is told its key has the wrong shape.
+        assert_eq!(
+            ApiKey::from_headers(Some(stale), Some(b"Bearer sk-ant-oat01-x")),
+            Err(KeyParseError::Malformed)
+        );
+        assert_eq!(
+            ApiKey::from_headers(Some(stale), None),
             Err(KeyParseError::Malformed)
         );
     }

@@ -54,6 +54,12 @@ pub fn model_of(body: &[u8]) -> Result<String, ApiError> {
             "The request body is empty; send a JSON object with a `model` field".into(),
         ));
     }
+    // serde would also read a struct from an array (`["claude-…"]`): only objects are requests.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest(
+            "The request body is not a JSON object; send a JSON object with a `model` field".into(),
+        ));
+    }
     // The fast scan reads most bodies; serde decides (and words the error) for the rest.
     let model = match scan_model(body) {
         Some(model) => model.map(Cow::Borrowed),

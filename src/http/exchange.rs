@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::header_names as names;
 use super::relay::{Relay, SettleTicket};
 use crate::actors::pool::{
-    Admission, BlacklistAccount, GetCredential, MarkLimited, Outcome, PoolHandle,
+    Admission, BlacklistAccount, GetCredential, MarkLimited, Outcome, PoolError, PoolHandle,
 };
 use crate::actors::refresh::RefreshNow;
 use crate::actors::supervisor::Services;
@@ -17,6 +17,7 @@ use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
 use crate::domain::Credential;
 use crate::metrics::tier_metrics;
 use crate::store::KeyRecord;
+use crate::upstream::oauth::RefreshError;
 use crate::upstream::{client, request, unanswered, usage::UsageReader};
 use actix_web::http::uri::PathAndQuery;
 use actix_web::http::{header, Method, StatusCode};
@@ -26,6 +27,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 type Answer = awc::ClientResponse;
+
+/// The most of an error answer (400/401/403) read to classify it.
+const MAX_ERROR_BODY: usize = 4 * 1024 * 1024;
 
 pub struct Exchange<'a> {
     pub svc: &'a Services,
@@ -136,7 +140,7 @@ impl Exchange<'_> {
 
     /// A credential newer than the one Claude called expired: someone else's fresh one, or
     /// an urgent refresh through the coordinator (which keeps the lock and cooldown rules).
-    async fn fresh_credential(&self, account: &str) -> Result<Arc<Credential>, String> {
+    async fn fresh_credential(&self, account: &str) -> Result<Arc<Credential>, RefreshError> {
         let current = self
             .pool
             .addr()
@@ -157,8 +161,7 @@ impl Exchange<'_> {
                 account: account.to_string(),
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| RefreshError::BadResponse(format!("refresh coordinator: {e}")))?
     }
 
     async fn blacklist(&self, reason: String) {
@@ -183,14 +186,22 @@ impl Exchange<'_> {
                 );
                 Ok(false)
             }
-            // Already retried once with a fresh token: don't refresh again for this request.
-            AccountEffect::TokenExpired if retried => Ok(false),
+            // Already sent twice: no third try. The client hears "expired, retry shortly"
+            // (SDKs retry a 503), not Claude's 401, which Claude Code reads as a bad key.
+            // Its next request refreshes the account at once (an urgent refresh, as here).
+            AccountEffect::TokenExpired if retried => Err(self.token_expired(Some(now_ms()))),
             AccountEffect::TokenExpired => {
                 let account = self.admission.account.to_string();
                 match self.fresh_credential(&account).await {
                     Ok(credential) => {
                         self.admission.credential = credential;
                         Ok(!retried)
+                    }
+                    // The token endpoint asked every refresh to wait: a pause, not a failure
+                    // of this account (SPEC §9), so no blacklist.
+                    Err(RefreshError::RateLimited(wait)) => {
+                        let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                        Err(self.token_expired(Some(now_ms().saturating_add(wait))))
                     }
                     Err(e) => {
                         self.blacklist(format!("token expired and refresh failed: {e}"))
@@ -204,6 +215,16 @@ impl Exchange<'_> {
                 self.retry_elsewhere(retried).await
             }
         }
+    }
+
+    /// The request ends with "OAuth token has expired" (503, retry-after): given back.
+    fn token_expired(&mut self, retry_at: Option<crate::domain::Millis>) -> ApiError {
+        self.refund();
+        PoolError::TokenExpired {
+            account: self.admission.account.to_string(),
+            retry_at,
+        }
+        .into()
     }
 
     async fn retry_elsewhere(&mut self, retried: bool) -> Result<bool, ApiError> {
@@ -262,9 +283,16 @@ impl Exchange<'_> {
                 return Ok(self.relay(answer));
             }
             let mut answer = answer;
-            let body = answer.body().limit(4 * 1024 * 1024).await.map_err(|e| {
-                ApiError::UpstreamUnreachable(format!("reading Claude's answer: {e}"))
-            })?;
+            let body = match answer.body().limit(MAX_ERROR_BODY).await {
+                Ok(body) => body,
+                Err(e) => {
+                    // No usable answer reached the client: the request is given back.
+                    self.refund();
+                    return Err(ApiError::UpstreamUnreachable(format!(
+                        "reading Claude's answer: {e}"
+                    )));
+                }
+            };
             let effect = classify(status.as_u16(), &body);
             let touched_account =
                 effect != AccountEffect::None && effect != AccountEffect::ProxyFault;

@@ -29,33 +29,53 @@ async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     ))
 }
 
+/// A path that exists, asked with a method it does not take: 405, naming the ones it does.
+fn endpoint(path: &'static str, allowed: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: actix_web::HttpRequest| async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allowed))
+            .json(error_body(
+                "invalid_request_error",
+                &format!(
+                    "{} is not allowed on {}; use {allowed}",
+                    req.method(),
+                    req.path()
+                ),
+            ))
+    }))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| ApiError::BadRequest(format!("bad query string: {e}")).into()),
     )
-    .route("/v1/messages", web::post().to(proxy::messages))
-    .route(
-        "/v1/messages/count_tokens",
-        web::post().to(proxy::count_tokens),
+    .service(endpoint("/v1/messages", "POST").route(web::post().to(proxy::messages)))
+    .service(
+        endpoint("/v1/messages/count_tokens", "POST").route(web::post().to(proxy::count_tokens)),
     )
-    .route("/v1/models", web::get().to(proxy::models))
-    .route("/v1/models/{id}", web::get().to(proxy::models))
-    .route("/api/event_logging/batch", web::post().to(proxy::telemetry))
-    .route(
-        "/api/event_logging/v2/batch",
-        web::post().to(proxy::telemetry),
+    .service(endpoint("/v1/models", "GET").route(web::get().to(proxy::models)))
+    .service(endpoint("/v1/models/{id}", "GET").route(web::get().to(proxy::models)))
+    .service(endpoint("/api/event_logging/batch", "POST").route(web::post().to(proxy::telemetry)))
+    .service(
+        endpoint("/api/event_logging/v2/batch", "POST").route(web::post().to(proxy::telemetry)),
     )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(metrics_endpoint::metrics_text))
-    .route("/admin/keys", web::post().to(admin::create_key))
-    .route("/admin/keys", web::get().to(admin::list_keys))
-    .route("/admin/keys/{id}", web::get().to(admin::show_key))
-    .route("/admin/keys/{id}", web::delete().to(admin::revoke_key))
-    .route("/admin/pool", web::get().to(admin::pool))
-    .route("/admin/recover", web::post().to(admin::recover))
-    .route("/admin/sync", web::post().to(admin::sync))
-    .route("/admin/status", web::get().to(admin::status))
+    .service(endpoint("/healthz", "GET").route(web::get().to(health::healthz)))
+    .service(endpoint("/readyz", "GET").route(web::get().to(health::readyz)))
+    .service(endpoint("/metrics", "GET").route(web::get().to(metrics_endpoint::metrics_text)))
+    .service(
+        endpoint("/admin/keys", "GET, POST")
+            .route(web::post().to(admin::create_key))
+            .route(web::get().to(admin::list_keys)),
+    )
+    .service(
+        endpoint("/admin/keys/{id}", "GET, DELETE")
+            .route(web::get().to(admin::show_key))
+            .route(web::delete().to(admin::revoke_key)),
+    )
+    .service(endpoint("/admin/pool", "GET").route(web::get().to(admin::pool)))
+    .service(endpoint("/admin/recover", "POST").route(web::post().to(admin::recover)))
+    .service(endpoint("/admin/sync", "POST").route(web::post().to(admin::sync)))
+    .service(endpoint("/admin/status", "GET").route(web::get().to(admin::status)))
     .default_service(web::to(not_found));
 }

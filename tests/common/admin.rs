@@ -121,6 +121,22 @@ impl TestServer {
             .await
     }
 
+    /// Exactly `left` more Sonnet requests are served, then the window is full: what a
+    /// window of that many requests looks like when nothing before counted in it.
+    pub async fn assert_sonnet_requests_left(&self, key: &str, left: usize) {
+        for i in 0..left {
+            let res = self.send_model(key, super::SONNET).await;
+            assert_eq!(
+                res.status,
+                200,
+                "success {} of {left}: {}",
+                i + 1,
+                res.text()
+            );
+        }
+        self.assert_sonnet_window_full(key).await;
+    }
+
     /// One more Sonnet request gets the proxy's own 429: the key's window is used up.
     pub async fn assert_sonnet_window_full(&self, key: &str) {
         self.send_model(key, super::SONNET).await.assert_error(

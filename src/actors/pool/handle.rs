@@ -4,10 +4,11 @@
 //! what the proxy cost (see BENCHMARKS.md). The lock is held only for the in-memory update.
 
 use super::actor::{save, settle_in_memory};
-use super::{Admission, PoolActor, PoolBackend, PoolError, PoolState, Settle, Withdraw};
+use super::{Admission, Outcome, PoolActor, PoolBackend, PoolError, PoolState, Settle, Withdraw};
 use crate::clock::now_ms;
 use crate::domain::ModelFamily;
 use crate::store::KeyRecord;
+use crate::store::StoreWriter;
 use actix::Addr;
 use std::sync::Arc;
 
@@ -31,6 +32,22 @@ impl Drop for UnansweredCount {
             });
         }
     }
+}
+
+/// Undoes an embedded admission's count (its binding stays: the key would be bound again).
+fn give_back(state: &SharedPool, writer: &StoreWriter, key: &KeyRecord, admitted: &Admission) {
+    let (Some(family), Some(grant)) = (admitted.family, admitted.grant) else {
+        return;
+    };
+    let refund = Settle {
+        key_id: key.id.clone(),
+        account: admitted.account.clone(),
+        family,
+        window_started: Some(grant.started_at),
+        count_id: None,
+        outcome: Outcome::Refund,
+    };
+    settle_in_memory(state, writer, &refund);
 }
 
 /// An embedded tier's state, shared by its actor and the request handlers.
@@ -71,7 +88,13 @@ impl PoolHandle {
             PoolBackend::Embedded { state, writer } => {
                 let (result, changes) = state.lock().admit(key, family, now_ms());
                 if let Some(saved) = save(writer, changes) {
-                    saved.await?;
+                    if let Err(e) = saved.await {
+                        // Refused before Claude saw it: the count is given back.
+                        if let Ok(admitted) = &result {
+                            give_back(state, writer, key, admitted);
+                        }
+                        return Err(e);
+                    }
                 }
                 result
             }
