@@ -1,11 +1,15 @@
 //! SPEC §15: SIGTERM/SIGINT stop accepting, let in-flight streams finish within the grace
-//! period, flush the store and exit 0; and the shipped systemd unit.
+//! period, flush the store and exit 0; a refresh in flight is finished and saved (§9); and
+//! the shipped systemd unit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::admin_support::call_with_token;
+use common::refresh_support::{
+    oauth_part, read_account, refresh_toml, wait_oauth_calls, write_expiring,
+};
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -225,6 +229,61 @@ async fn an_idle_server_stops_at_once() {
         start.elapsed() < Duration::from_secs(2),
         "an idle server took {:?} to stop",
         start.elapsed()
+    );
+}
+
+/// SIGTERM while the token endpoint is still answering a refresh: the endpoint has spent the
+/// old refresh token, so the process waits for the answer and saves the rotated pair to the
+/// account file and the store before it exits.
+#[actix_rt::test]
+async fn sigterm_during_a_refresh_saves_the_rotated_tokens() {
+    let (mock, env) = setup(&refresh_toml("2s", "300ms", "400ms", 3));
+    let slow_answer = Duration::from_millis(1_500);
+    mock.set_oauth_delay(slow_answer);
+    // Inside the 2 s lead: refreshed at start-up.
+    write_expiring(&env, "supreme", "a1", now_ms() + 1_000);
+    let mut proc = ServeProc::start(env, &[], &[], &[]);
+    let asked = poll_async(Duration::from_secs(5), || {
+        let n = mock.oauth_calls().len();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    assert!(asked.is_some(), "no refresh started");
+    let sigterm_at = Instant::now();
+    proc.signal("TERM");
+
+    let status = proc
+        .wait_exit_async(GRACE + Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|| panic!("still running {:?} after SIGTERM", sigterm_at.elapsed()));
+    assert!(status.success(), "SIGTERM exit status {status}");
+    assert!(
+        sigterm_at.elapsed() <= GRACE + Duration::from_millis(1500),
+        "exit took {:?} (grace {GRACE:?})",
+        sigterm_at.elapsed()
+    );
+    assert!(
+        wait_oauth_calls(&mock, 2, Duration::ZERO).is_none(),
+        "one refresh only"
+    );
+
+    let env = proc.into_env();
+    let file = read_account(&env, "supreme", "a1");
+    let o = oauth_part(&file);
+    assert_eq!(o["accessToken"], "sk-ant-oat01-new-1", "file: {file}");
+    assert_eq!(o["refreshToken"], "sk-ant-ort01-new-1", "file: {file}");
+    let stored = claude_route::store::SqliteStore::open(&env.db_path())
+        .and_then(|s| s.load_all())
+        .expect("read the store");
+    let cred = stored
+        .credentials
+        .get(&("supreme".to_string(), "a1".to_string()))
+        .expect("the store holds a1's credential");
+    assert_eq!(cred.access_token, "sk-ant-oat01-new-1", "store");
+    assert_eq!(
+        cred.refresh_token.as_deref(),
+        Some("sk-ant-ort01-new-1"),
+        "store"
     );
 }
 

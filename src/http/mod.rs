@@ -11,6 +11,7 @@ pub mod metrics_endpoint;
 pub mod proxy;
 pub mod relay;
 mod server;
+mod shutdown;
 mod string_scan;
 
 pub use server::serve;

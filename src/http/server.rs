@@ -1,12 +1,11 @@
 //! Starting and stopping the server: the actix system, the actors, the listener, and our
 //! own signal handling (registered before "listening" is logged), then a graceful end that
-//! lets in-flight streams finish and flushes the store.
+//! lets in-flight streams and a refresh in flight finish and flushes the store.
 
 use crate::actors::supervisor;
 use crate::admin_token;
 use crate::config::Config;
 use actix_web::{web, App, HttpServer};
-use tokio::signal::unix::{signal, SignalKind};
 
 /// Upstream connections idle this long are closed (awc would keep them forever).
 const IDLE_UPSTREAM: std::time::Duration = std::time::Duration::from_secs(20);
@@ -18,6 +17,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     system.block_on(async move {
         let services = supervisor::start(config, token).map_err(|e| e.to_string())?;
         let backend = services.backend.clone();
+        let refresher = services.refresher.clone();
         let data = web::Data::new(services);
         let cfg = data.config.clone();
         let workers = match cfg.server.workers {
@@ -42,18 +42,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         let addrs = server.addrs();
         let running = server.run();
         let handle = running.handle();
-        let mut terminate =
-            signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-        let mut interrupt =
-            signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-        actix::spawn(async move {
-            let name = tokio::select! {
-                _ = terminate.recv() => "SIGTERM",
-                _ = interrupt.recv() => "SIGINT",
-            };
-            log::info!("{name}: no new connections; letting in-flight requests finish");
-            handle.stop(true).await;
-        });
+        let signal = super::shutdown::watch_signals(handle, refresher.clone())?;
         for addr in addrs {
             log::info!(
                 "claude-route {} listening on http://{addr}",
@@ -61,6 +50,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             );
         }
         let result = running.await.map_err(|e| format!("server stopped: {e}"));
+        super::shutdown::finish_refresh(&refresher, signal, cfg.server.shutdown_grace.get()).await;
         match backend.flush().await {
             Ok(()) => log::info!("store flushed; bye"),
             Err(e) => log::error!("store flush at shutdown failed: {e}"),

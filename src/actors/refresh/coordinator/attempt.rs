@@ -103,6 +103,7 @@ impl RefreshCoordinator {
                     }
                     act.finish(id, result)
                 }
+                Attempt::Deferred(..) if act.stopping => {}
                 Attempt::Deferred(reason, wait) => {
                     let note = if reason == "locked" {
                         format!("refresh blocked by global lock: {} waits {wait} ms", id.1)

@@ -69,6 +69,9 @@ impl Handler<RefreshNow> for RefreshCoordinator {
     type Result = ResponseFuture<Result<Arc<Credential>, RefreshError>>;
 
     fn handle(&mut self, msg: RefreshNow, ctx: &mut Context<Self>) -> Self::Result {
+        if self.stopping {
+            return Box::pin(async { Err(shutdown::shutting_down()) });
+        }
         let (tx, rx) = oneshot::channel();
         self.urgent
             .entry((msg.tier, msg.account))

@@ -77,6 +77,10 @@ pub struct RefreshCoordinator {
     wake: Option<SpawnHandle>,
     /// What was last logged as the reason for waiting, so a wait is logged once.
     last_wait_note: Option<String>,
+    /// The server is shutting down: no refresh starts any more.
+    stopping: bool,
+    /// Told once no attempt is in flight while stopping.
+    drain_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl RefreshCoordinator {
@@ -114,6 +118,8 @@ impl RefreshCoordinator {
             urgent: HashMap::new(),
             wake: None,
             last_wait_note: None,
+            stopping: false,
+            drain_waiters: Vec::new(),
         }
     }
 
@@ -179,6 +185,10 @@ impl RefreshCoordinator {
     /// The next thing to do, done or scheduled.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.in_flight.is_some() {
+            return;
+        }
+        if self.stopping {
+            self.release_drain_waiters();
             return;
         }
         let now = now_ms();
@@ -349,8 +359,10 @@ impl RefreshCoordinator {
 
 mod attempt;
 mod messages;
+mod shutdown;
 mod view;
 
 use messages::Tick;
 pub use messages::{NextAttempt, Recovered, RefreshNow, Track};
+pub use shutdown::StopRefreshing;
 pub use view::{AccountRefreshView, RefreshView, ViewRefresh};
