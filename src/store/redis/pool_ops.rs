@@ -299,14 +299,24 @@ impl RedisPool {
         Ok(true)
     }
 
+    /// Lifts the blacklist and gives the account's refreshes a clean slate (failures,
+    /// cooldown, last error), as the embedded store does: a recovered account whose refresh
+    /// attempts ran out would otherwise stay refused for the whole failure window.
     pub async fn recover(&self, account: &str) -> Result<bool, PoolError> {
         if !self.is_member(account).await? {
             return Ok(false);
         }
         let names = self.store.names();
+        let tier = &self.tier.name;
         redis::pipe()
-            .hdel(names.blacklist(&self.tier.name), account)
-            .hdel(names.limited(&self.tier.name), account)
+            .atomic()
+            .hdel(names.blacklist(tier), account)
+            .hdel(names.limited(tier), account)
+            .del(&[
+                names.refresh_failures(tier, account),
+                names.refresh_cooldown(tier, account),
+                names.refresh_error(tier, account),
+            ])
             .query_async::<()>(&mut self.store.conn())
             .await
             .map_err(redis_err)?;
