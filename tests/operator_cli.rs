@@ -218,6 +218,37 @@ async fn recover_sync_and_status_print_readable_answers() {
     assert!(!out.all().contains(ADMIN_TOKEN), "{}", out.all());
 }
 
+/// `recover --json` prints the admin API's answer, with `--json` before or after the
+/// subcommand; `--json` where it means nothing is refused.
+#[actix_rt::test]
+async fn recover_json_prints_the_admin_api_answer() {
+    let (mock, server) = start_with_accounts("", &[("trial", "a1")]);
+    for args in [
+        &["recover", "a1", "--json"][..],
+        &["recover", "--json", "a1"],
+        &["--json", "recover", "a1"],
+    ] {
+        server.blacklist_via_401(&mock, "trial", "a1").await;
+        let out = server.cli(args);
+        out.assert_ok();
+        let cli: Value = serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("`{args:?}` is not JSON ({e}):\n{}", out.stdout));
+        assert_eq!(
+            cli,
+            json!({"account": "a1", "recovered": true, "tiers": ["trial"]}),
+            "{args:?}"
+        );
+        assert_eq!(server.pool_account("trial", "a1").await["status"], "active");
+    }
+    let out = server.cli(&["--json", "pool"]);
+    out.assert_ok();
+    let cli: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("`--json pool` is not JSON ({e}):\n{}", out.stdout));
+    assert!(cli["tiers"].is_array(), "{cli}");
+    let out = server.cli(&["keygen", "trial", "--json"]);
+    assert_fails_with(&out, "keygen --json", &["--json"]);
+}
+
 #[test]
 fn commands_say_so_when_no_server_runs() {
     let (_mock, mut env) = setup("");

@@ -42,17 +42,18 @@ pub enum KeysAction {
         tier: Option<String>,
         #[arg(long)]
         status: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Show one key
-    Show {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show { id: String },
     /// Revoke a key; its slot is freed
     Revoke { id: String },
+}
+
+impl KeysAction {
+    /// Whether `--json` means something to this action.
+    pub fn prints_json(&self) -> bool {
+        !matches!(self, KeysAction::Revoke { .. })
+    }
 }
 
 fn open_store(config: &Config) -> Result<SqliteStore, String> {
@@ -219,9 +220,9 @@ fn print_one(k: &Value) {
     );
 }
 
-pub fn keys(config: &Config, action: KeysAction) -> Result<(), String> {
+pub fn keys(config: &Config, action: KeysAction, json: bool) -> Result<(), String> {
     match action {
-        KeysAction::List { tier, status, json } => {
+        KeysAction::List { tier, status } => {
             let mut query = Vec::new();
             if let Some(t) = &tier {
                 query.push(format!("tier={t}"));
@@ -247,7 +248,7 @@ pub fn keys(config: &Config, action: KeysAction) -> Result<(), String> {
             }
             Ok(())
         }
-        KeysAction::Show { id, json } => {
+        KeysAction::Show { id } => {
             let key = match call(config, "GET", &format!("/admin/keys/{id}"), None) {
                 Ok(v) => v,
                 Err(CallError::Failed(m)) => return Err(m),

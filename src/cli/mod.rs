@@ -49,6 +49,10 @@ struct GlobalFlags {
     /// Also append the log to this file
     #[arg(long, global = true)]
     log_file: Option<PathBuf>,
+    /// Print the admin API's JSON answer instead of a table (pool, recover, sync, status,
+    /// keys list, keys show)
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -63,22 +67,24 @@ enum Command {
         action: keys::KeysAction,
     },
     /// Show every tier's accounts, slots and status
-    Pool {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Lift an account's blacklist
+    Pool,
+    /// Lift an account's blacklist and reset its refresh failures
     Recover { account: String },
     /// Reconcile the account directory with the store now
-    Sync {
-        #[arg(long)]
-        json: bool,
-    },
+    Sync,
     /// Version, uptime, store health, refresh timers, last sync
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
+}
+
+impl Command {
+    /// Whether `--json` means something to this command.
+    fn prints_json(&self) -> bool {
+        match self {
+            Command::Pool | Command::Recover { .. } | Command::Sync | Command::Status => true,
+            Command::Keys { action } => action.prints_json(),
+            Command::Serve | Command::Keygen(_) => false,
+        }
+    }
 }
 
 impl GlobalFlags {
@@ -95,6 +101,10 @@ impl GlobalFlags {
 }
 
 pub fn run(cli: Cli) -> Result<(), String> {
+    let json = cli.global.json;
+    if json && !cli.command.prints_json() {
+        return Err("--json is for pool, recover, sync, status, keys list and keys show".into());
+    }
     let serving = matches!(cli.command, Command::Serve);
     logging::init(serving, cli.global.log_file.as_deref())?;
     let config: Config = config::load(cli.global.config.as_deref(), &cli.global.overrides())
@@ -102,11 +112,11 @@ pub fn run(cli: Cli) -> Result<(), String> {
     let done = match cli.command {
         Command::Serve => crate::http::serve(config),
         Command::Keygen(args) => keys::keygen(&config, args),
-        Command::Keys { action } => keys::keys(&config, action),
-        Command::Pool { json } => pool::pool(&config, json),
-        Command::Recover { account } => pool::recover(&config, &account),
-        Command::Sync { json } => pool::sync(&config, json),
-        Command::Status { json } => pool::status(&config, json),
+        Command::Keys { action } => keys::keys(&config, action, json),
+        Command::Pool => pool::pool(&config, json),
+        Command::Recover { account } => pool::recover(&config, &account, json),
+        Command::Sync => pool::sync(&config, json),
+        Command::Status => pool::status(&config, json),
     };
     log::logger().flush();
     done

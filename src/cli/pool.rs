@@ -95,14 +95,18 @@ pub fn pool(config: &Config, as_json: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub fn recover(config: &Config, account: &str) -> Result<(), String> {
-    call_running(
+pub fn recover(config: &Config, account: &str, as_json: bool) -> Result<(), String> {
+    let answer = call_running(
         config,
         "POST",
         "/admin/recover",
         Some(json!({"account": account})),
     )?;
-    println!("recovered {account}");
+    if as_json {
+        println!("{answer}");
+    } else {
+        println!("recovered {account}");
+    }
     Ok(())
 }
 
