@@ -29,6 +29,7 @@ struct Scripts {
     settle: Script,
     give_back: Script,
     release: Script,
+    blacklist: Script,
     bind_fixed: Script,
     credential: Script,
     add_account: Script,
@@ -44,6 +45,7 @@ impl Scripts {
             settle: script(include_str!("scripts/settle.lua")),
             give_back: script(include_str!("scripts/give_back.lua")),
             release: script(include_str!("scripts/release.lua")),
+            blacklist: script(include_str!("scripts/blacklist.lua")),
             bind_fixed: script(include_str!("scripts/bind_fixed.lua")),
             credential: script(include_str!("scripts/credential.lua")),
             add_account: script(include_str!("scripts/add_account.lua")),
@@ -53,12 +55,13 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 10] {
+    fn all(&self) -> [&Script; 11] {
         [
             &self.admit,
             &self.settle,
             &self.give_back,
             &self.release,
+            &self.blacklist,
             &self.bind_fixed,
             &self.credential,
             &self.add_account,

@@ -283,25 +283,17 @@ impl RedisPool {
         reason: &str,
         now: Millis,
     ) -> Result<bool, PoolError> {
-        if !self.is_member(account).await? {
-            return Ok(false);
-        }
-        let _: i64 = self
+        let listed: i64 = self
             .store
-            .conn()
-            .hset(
-                self.store.names().blacklist(&self.tier.name),
-                account,
-                format!("{now}|{reason}"),
-            )
+            .tier_script(&self.store.scripts.blacklist, &self.tier.name)
+            .arg(account)
+            .arg(format!("{now}|{reason}"))
+            .invoke_async(&mut self.store.conn())
             .await
             .map_err(redis_err)?;
-        Ok(true)
+        Ok(listed == 1)
     }
 
-    /// Lifts the blacklist and gives the account's refreshes a clean slate (failures,
-    /// cooldown, last error), as the embedded store does: a recovered account whose refresh
-    /// attempts ran out would otherwise stay refused for the whole failure window.
     pub async fn recover(&self, account: &str) -> Result<bool, PoolError> {
         if !self.is_member(account).await? {
             return Ok(false);
