@@ -324,10 +324,11 @@ impl Exchange<'_> {
             }
         }
         if status.is_success() {
+            // Appended: Claude's answer never carries them (only ours pass `return_response_header`).
             if let Some(g) = self.admission.grant {
-                response.insert_header((names::RATELIMIT_LIMIT, g.limit));
-                response.insert_header((names::RATELIMIT_REMAINING, g.remaining));
-                response.insert_header((names::RATELIMIT_RESET, rfc3339_ms(g.resets_at)));
+                response.append_header((names::RATELIMIT_LIMIT, g.limit));
+                response.append_header((names::RATELIMIT_REMAINING, g.remaining));
+                response.append_header((names::RATELIMIT_RESET, rfc3339_ms(g.resets_at)));
             }
         }
         if status == StatusCode::TOO_MANY_REQUESTS

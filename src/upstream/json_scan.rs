@@ -123,11 +123,16 @@ pub fn offset_in(json: &[u8], part: &[u8]) -> usize {
     part.as_ptr() as usize - json.as_ptr() as usize
 }
 
-/// The raw text of `key`'s value in the top-level object of `json`, if it has one.
+/// The raw text of `key`'s value in the top-level object of `json`, if it has one. Claude
+/// writes `usage` last, after the whole message: read from the end first, which walks only
+/// the usage object, and from the start when the last field is another one.
 pub fn top_level_field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    fields(json)
-        .find(|(name, _)| *name == key.as_bytes())
-        .map(|(_, value)| value)
+    match super::json_scan_back::last_field(json) {
+        Some((name, value)) if name == key.as_bytes() => Some(value),
+        _ => fields(json)
+            .find(|(name, _)| *name == key.as_bytes())
+            .map(|(_, value)| value),
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +226,20 @@ pub(crate) mod tests {
     }
 
     proptest! {
+        #[test]
+        fn agrees_with_a_full_parse_pretty_printed(
+            fields in prop::collection::btree_map("(usage|[a-z\"\\\\{}]{0,6})", any_json(), 0..8)
+        ) {
+            let object = Value::Object(fields.into_iter().collect());
+            let text = serde_json::to_vec_pretty(&object).expect("serialize");
+            // Both sides read through serde (its float parsing is not exact round-trip).
+            let reparsed: Value = serde_json::from_slice(&text).expect("parse");
+            let want = reparsed.get("usage").cloned();
+            let got = top_level_field(&text, "usage")
+                .map(|raw| serde_json::from_slice::<Value>(raw).expect("a JSON value"));
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn agrees_with_a_full_parse(
             fields in prop::collection::btree_map("(usage|[a-z\"\\\\{}]{0,6})", any_json(), 0..8)

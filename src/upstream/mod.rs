@@ -3,6 +3,7 @@
 
 pub mod client;
 pub(crate) mod json_scan;
+mod json_scan_back;
 pub mod oauth;
 pub mod request;
 pub mod unanswered;
