@@ -152,20 +152,9 @@ fn log_admission(key: &KeyRecord, a: &Admission) {
     let (prefix, account, newly_bound) = (key.prefix.clone(), a.account.clone(), a.newly_bound);
     let (slots_used, slots, grant) = (a.slots_used, a.slots, a.grant);
     actix_rt::spawn(async move {
-        log_admission_line(&prefix, &account, newly_bound, slots_used, slots, grant);
+        let line = admission_line(&prefix, &account, newly_bound, slots_used, slots, grant);
+        log::info!("{line}");
     });
-}
-
-fn log_admission_line(
-    prefix: &str,
-    account: &str,
-    newly_bound: bool,
-    slots_used: u32,
-    slots: u32,
-    grant: Option<WindowGrant>,
-) {
-    let line = admission_line(prefix, account, newly_bound, slots_used, slots, grant);
-    log::info!("{line}");
 }
 
 /// The words operators grep for (SPEC §14), put together by hand: formatting them through
