@@ -15,6 +15,10 @@ pub struct AccountEntry {
 #[derive(Debug, Default)]
 pub struct Scan {
     pub accounts: Vec<AccountEntry>,
+    /// `(tier, name)` of accounts whose file is there but cannot be read or parsed: such an
+    /// account is left as it is (the credential already held keeps serving), never removed.
+    pub unreadable: Vec<(String, String)>,
+    /// Every file skipped: the unreadable ones and those with invalid names.
     pub skipped: usize,
 }
 
@@ -42,7 +46,14 @@ pub fn scan(dir: &Path, tiers: impl IntoIterator<Item = String>) -> Scan {
                 Ok(entry) => scan.accounts.push(entry),
                 Err(why) => {
                     scan.skipped += 1;
-                    log::warn!("skipping account file {}: {why}", path.display());
+                    let shown = path.display();
+                    match present_account(&path) {
+                        Some(name) => {
+                            log::warn!("skipping account file {shown}: {why}; account {name} is kept as it is until the file can be read");
+                            scan.unreadable.push((tier.clone(), name));
+                        }
+                        None => log::warn!("skipping account file {shown}: {why}"),
+                    }
                 }
             }
         }
@@ -69,6 +80,12 @@ fn read_account(tier: &str, path: &Path) -> Result<AccountEntry, String> {
         path: path.to_path_buf(),
         file,
     })
+}
+
+/// The account a skipped file names when the file is still there: its account is not gone.
+fn present_account(path: &Path) -> Option<String> {
+    let name = path.file_stem()?.to_str()?;
+    (valid_account_name(name) && path.is_file()).then(|| name.to_string())
 }
 
 /// True when `<dir>/<tier>/<name>.json` exists; `name` must already be valid.

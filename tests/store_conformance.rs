@@ -130,10 +130,20 @@ impl Store {
     }
 
     async fn sync(&self, files: Vec<(&str, Credential)>) -> SyncDelta {
+        self.sync_with_unreadable(files, &[]).await
+    }
+
+    /// A sync where the files of `unreadable` are there but cannot be parsed.
+    async fn sync_with_unreadable(
+        &self,
+        files: Vec<(&str, Credential)>,
+        unreadable: &[&str],
+    ) -> SyncDelta {
         let files = files.into_iter().map(|(n, c)| (n.to_string(), c)).collect();
+        let unreadable = unreadable.iter().map(|n| n.to_string()).collect();
         self.pool
             .addr()
-            .send(SyncAccounts { files })
+            .send(SyncAccounts { files, unreadable })
             .await
             .expect("pool mailbox")
             .unwrap_or_else(|e| panic!("[{:?}] SyncAccounts failed: {e}", self.kind))
@@ -812,6 +822,81 @@ async fn sync_counts(kind: Kind) {
     assert!(moved.newly_bound, "[{kind:?}]");
 }
 
+/// §2, §10: an account whose file is there but cannot be parsed is not gone: a sync keeps
+/// it with its keys, credential and blacklist entry; only a missing file removes it.
+async fn unreadable_file_keeps_the_account(kind: Kind) {
+    let s = Store::with_accounts(kind, tier(3, None, five_hours()), &["a", "b", "c"]).await;
+    let key = s.key(None).await;
+    assert_eq!(account_of(&s.admit_ok(&key).await), "a", "[{kind:?}]");
+    assert!(s.blacklist("b").await, "[{kind:?}]");
+    let (held, c) = (s.credential("a").await, s.credential("c").await.unwrap());
+
+    let d = s
+        .sync_with_unreadable(vec![("c", c.clone())], &["a", "b"])
+        .await;
+    assert!(
+        d.added.is_empty() && d.updated.is_empty() && d.removed.is_empty(),
+        "[{kind:?}] nothing changes: {d:?}"
+    );
+    assert!(d.rewrite.is_empty(), "[{kind:?}] {d:?}");
+    assert_eq!(s.credential("a").await, held, "[{kind:?}] credential kept");
+    let again = s.admit_ok(&key).await;
+    assert_eq!(account_of(&again), "a", "[{kind:?}] the key stays bound");
+    assert!(!again.newly_bound, "[{kind:?}]");
+    let view = s.view().await;
+    let b = view.accounts.iter().find(|x| x.name == "b").unwrap();
+    assert_eq!(b.status, "blacklisted", "[{kind:?}] blacklist kept");
+    assert_eq!(
+        s.slots().await,
+        slots_map(&[("a", 1, 3), ("b", 0, 3), ("c", 0, 3)]),
+        "[{kind:?}]"
+    );
+
+    let d = s.sync(vec![("c", c)]).await;
+    assert_eq!(d.removed, ["a", "b"], "[{kind:?}] files gone: removed");
+}
+
+/// §2, §10: a setup-token file (no expiry) with a token the store does not hold is the
+/// operator's new credential: taken, never overwritten with the stored one. A file without
+/// expiry holding the stored token is merely older: it gets the stored credential back.
+async fn setup_token_file_supersedes_the_stored_credential(kind: Kind) {
+    let t1 = now_ms() + HOUR;
+    let s = Store::start(kind, tier(3, None, five_hours())).await;
+    s.sync(vec![("a", cred("a", t1))]).await;
+    let setup = Credential {
+        access_token: "sk-ant-oat01-a-setup".into(),
+        refresh_token: None,
+        expires_at: None,
+    };
+    let d = s.sync(vec![("a", setup.clone())]).await;
+    assert_eq!(d.updated, ["a"], "[{kind:?}] {d:?}");
+    assert!(d.rewrite.is_empty(), "[{kind:?}] the file is not rewritten");
+    assert_eq!(s.credential("a").await, Some(setup.clone()), "[{kind:?}]");
+    let d = s.sync(vec![("a", setup)]).await;
+    assert!(
+        d.updated.is_empty() && d.rewrite.is_empty(),
+        "[{kind:?}] {d:?}"
+    );
+
+    // A later OAuth login in the file wins over the setup token.
+    let t2 = t1 + HOUR;
+    let d = s.sync(vec![("a", cred("a", t2))]).await;
+    assert_eq!(d.updated, ["a"], "[{kind:?}] {d:?}");
+    assert_eq!(s.credential("a").await, Some(cred("a", t2)), "[{kind:?}]");
+    let bare = Credential {
+        refresh_token: None,
+        expires_at: None,
+        ..cred("a", t2)
+    };
+    let d = s.sync(vec![("a", bare)]).await;
+    assert_eq!(
+        d.rewrite,
+        [("a".to_string(), cred("a", t2))],
+        "[{kind:?}] same token without expiry: the store's credential goes back to the file"
+    );
+    assert_eq!(s.credential("a").await, Some(cred("a", t2)), "[{kind:?}]");
+}
+
 /// §9: no credential update ever puts an older credential over a newer one.
 async fn credential_never_older_over_newer(kind: Kind) {
     let t1 = now_ms() + HOUR;
@@ -957,6 +1042,8 @@ conformance!(
     fixed_keys,
     release_frees_the_slot,
     sync_counts,
+    unreadable_file_keeps_the_account,
+    setup_token_file_supersedes_the_stored_credential,
     credential_never_older_over_newer,
     expired_token_is_refused,
     view_shows_slots_and_usage,

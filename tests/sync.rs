@@ -1,6 +1,7 @@
 //! SPEC §10, §13, §14: the SyncActor — on demand (`POST /admin/sync`, CLI `sync`) and on its
-//! interval — adds new account files, takes newer files, keeps the store's newer credential
-//! over an older file, removes accounts whose files are gone, skips malformed files.
+//! interval — adds new account files, takes newer files (and a setup token put in place of
+//! another credential), keeps the store's newer credential over an older file, removes
+//! accounts whose files are gone, skips malformed files (see also sync_malformed_files.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -191,6 +192,53 @@ async fn older_file_is_overwritten_by_the_store() {
         mock.oauth_calls().len(),
         1,
         "the spent refresh token is never used"
+    );
+}
+
+/// A setup token (no `expiresAt`, no refresh token) put over an account's OAuth file: the
+/// operator's new credential wins over the store's — served at once, the file left as
+/// written, and stored, so a restart serves it too.
+#[actix_rt::test]
+async fn setup_token_file_replaces_the_stored_credential() {
+    let (mock, env) = setup("");
+    env.add_account(TIER, "a1");
+    let mut server = TestServer::start(env);
+    server.wait_startup_sync();
+    let (key, _) = server.admin_create_key(&json!({"tier": TIER})).await;
+    send_ok(&server, &key).await;
+    assert_eq!(last_bearer(&mock), access_token("a1"));
+
+    let setup_token = br#"{"accessToken":"sk-ant-oat01-a1-setup"}"#;
+    let path = server.env.write_account_file(TIER, "a1.json", setup_token);
+    let answer = server.sync_now().await;
+    assert_counts(&answer, [0, 1, 0, 0]);
+    send_ok(&server, &key).await;
+    assert_eq!(last_bearer(&mock), "sk-ant-oat01-a1-setup");
+    let acc = server.pool_account(TIER, "a1").await;
+    assert_eq!(acc["token_expires_at"], Value::Null, "{acc}");
+    assert_eq!(acc["refreshable"], false, "{acc}");
+
+    server.stop();
+    let stored = claude_route::store::SqliteStore::open(&server.env.db_path())
+        .and_then(|s| s.load_all())
+        .unwrap();
+    let held = &stored.credentials[&(TIER.to_string(), "a1".to_string())];
+    assert_eq!(
+        held.access_token, "sk-ant-oat01-a1-setup",
+        "the store took it"
+    );
+    server.start_again();
+    server.wait_startup_sync();
+    send_ok(&server, &key).await;
+    assert_eq!(last_bearer(&mock), "sk-ant-oat01-a1-setup");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        setup_token.to_vec(),
+        "the setup-token file is never rewritten"
+    );
+    assert!(
+        mock.oauth_calls().is_empty(),
+        "a setup token is never refreshed"
     );
 }
 

@@ -80,21 +80,40 @@ fn build_pools(
         let Some(pool) = pools.get_mut(&entry.tier) else {
             continue;
         };
-        let place = (entry.tier.clone(), entry.name.clone());
-        // The newer of file and store wins; the store remembers rotations a file may lack.
-        let credential = match stored.credentials.get(&place) {
-            Some(kept) if kept.is_newer_than(&entry.file.credential) => kept.clone(),
-            _ => entry.file.credential.clone(),
+        let place = (entry.tier, entry.name);
+        let file = entry.file.credential;
+        let kept = stored.credentials.get(&place);
+        // The store remembers rotations a file may lack; a file that supersedes it wins.
+        let credential = match kept {
+            Some(kept) if kept.is_newer_than(&file) && !file.supersedes(kept) => kept.clone(),
+            _ => file,
         };
-        let mut slot = AccountSlot::new(credential);
-        slot.blacklist = stored.blacklist.get(&place).cloned();
-        slot.usage = stored
-            .account_usage
-            .get(&place)
-            .copied()
-            .unwrap_or_default();
-        pool.add_account(&entry.name, slot);
-        log::info!("loaded account: {} ({})", entry.name, entry.tier);
+        if kept != Some(&credential) {
+            // Stored, so that the account keeps serving should its file break.
+            writer.write(WriteOp::SetCredential {
+                tier: place.0.clone(),
+                account: place.1.clone(),
+                credential: credential.clone(),
+            });
+        }
+        pool.add_account(&place.1, restored_slot(stored, &place, credential));
+        log::info!("loaded account: {} ({})", place.1, place.0);
+    }
+    // A file that is there but unreadable is not gone: the stored credential serves.
+    for place in scan.unreadable {
+        let Some(pool) = pools.get_mut(&place.0) else {
+            continue;
+        };
+        let (tier, name) = (&place.0, &place.1);
+        match stored.credentials.get(&place) {
+            Some(kept) => {
+                pool.add_account(name, restored_slot(stored, &place, kept.clone()));
+                log::warn!("loaded account: {name} ({tier}) with its stored credential; its file cannot be read");
+            }
+            None => log::warn!(
+                "account {name} ({tier}) cannot serve until its file can be read: no credential is stored for it"
+            ),
+        }
     }
     let now = now_ms();
     let tier_of: HashMap<&str, &str> = stored
@@ -135,6 +154,18 @@ fn build_pools(
         }
     }
     pools
+}
+
+/// An account's slot with what the store remembers of it (blacklist entry, usage).
+fn restored_slot(
+    stored: &StoredState,
+    place: &(String, String),
+    credential: crate::domain::Credential,
+) -> AccountSlot {
+    let mut slot = AccountSlot::new(credential);
+    slot.blacklist = stored.blacklist.get(place).cloned();
+    slot.usage = stored.account_usage.get(place).copied().unwrap_or_default();
+    slot
 }
 
 /// What the store gives the actors at start-up.

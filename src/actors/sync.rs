@@ -76,21 +76,34 @@ async fn run_sync(
         skipped: scan.skipped,
         ..SyncReport::default()
     };
-    let mut by_tier: HashMap<String, Vec<(String, crate::domain::Credential)>> =
-        pools.keys().map(|t| (t.clone(), Vec::new())).collect();
+    let mut by_tier: HashMap<String, SyncAccounts> = pools
+        .keys()
+        .map(|t| {
+            let empty = SyncAccounts {
+                files: Vec::new(),
+                unreadable: Vec::new(),
+            };
+            (t.clone(), empty)
+        })
+        .collect();
     for entry in scan.accounts {
-        if let Some(files) = by_tier.get_mut(&entry.tier) {
-            files.push((entry.name, entry.file.credential));
+        if let Some(sync) = by_tier.get_mut(&entry.tier) {
+            sync.files.push((entry.name, entry.file.credential));
+        }
+    }
+    for (tier, name) in scan.unreadable {
+        if let Some(sync) = by_tier.get_mut(&tier) {
+            sync.unreadable.push(name);
         }
     }
     let mut rewrites = Vec::new();
     let mut tracked = Vec::new();
-    for (tier, files) in by_tier {
+    for (tier, sync) in by_tier {
         let Some(pool) = pools.get(&tier) else {
             continue;
         };
         let delta = pool
-            .send(SyncAccounts { files })
+            .send(sync)
             .await
             .map_err(|e| format!("pool {tier}: {e}"))?
             .map_err(|e| format!("pool {tier}: {e}"))?;

@@ -37,6 +37,17 @@ impl Credential {
     pub fn is_newer_than(&self, other: &Credential) -> bool {
         self.expires_at.unwrap_or(Millis::MIN) > other.expires_at.unwrap_or(Millis::MIN)
     }
+
+    /// True when `self`, read from an account file, should replace `held` (the pool's or
+    /// the store's): a strictly later expiry; or, for a file without `expiresAt` (a setup
+    /// token), a different access token — having no expiry to compare, it can only have
+    /// got there by the operator putting a new credential in place.
+    pub fn supersedes(&self, held: &Credential) -> bool {
+        match self.expires_at {
+            None => self.access_token != held.access_token,
+            Some(_) => self.is_newer_than(held),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,5 +197,28 @@ mod tests {
         assert!(!at(Some(1)).is_newer_than(&at(Some(1))));
         assert!(at(Some(1)).is_newer_than(&at(None)));
         assert!(!format!("{:?}", at(Some(1))).contains("\"a\""));
+    }
+
+    #[test]
+    fn a_file_without_expiry_supersedes_a_different_token() {
+        let cred = |token: &str, ms| Credential {
+            access_token: token.into(),
+            refresh_token: None,
+            expires_at: ms,
+        };
+        let held = cred("old", Some(5));
+        assert!(cred("setup", None).supersedes(&held));
+        assert!(cred("setup", None).supersedes(&cred("old", None)));
+        assert!(
+            !cred("old", None).supersedes(&held),
+            "same token: nothing new"
+        );
+        assert!(!cred("setup", None).supersedes(&cred("setup", None)));
+        assert!(cred("new", Some(6)).supersedes(&held));
+        assert!(
+            !cred("new", Some(4)).supersedes(&held),
+            "never older over newer"
+        );
+        assert!(!cred("new", Some(5)).supersedes(&held));
     }
 }

@@ -402,13 +402,15 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<(), StoreEr
             account,
             credential: c,
         } => {
-            // Never let an older credential replace a newer one.
+            // Never let an older credential replace a newer one; one without expiry (a setup
+            // token from a file) replaces a different one (see `Credential::supersedes`).
             exec(
                 tx,
                 "INSERT INTO credentials (tier, account, access_token, refresh_token, expires_at)
                  VALUES (?1,?2,?3,?4,?5) ON CONFLICT(tier, account) DO UPDATE SET
                  access_token = ?3, refresh_token = ?4, expires_at = ?5
-                 WHERE COALESCE(expires_at, -1) <= COALESCE(?5, -1)",
+                 WHERE COALESCE(expires_at, -1) <= COALESCE(?5, -1)
+                    OR (?5 IS NULL AND access_token <> ?3)",
                 params![tier, account, c.access_token, c.refresh_token, c.expires_at],
             )?;
         }

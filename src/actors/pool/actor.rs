@@ -395,13 +395,13 @@ impl Handler<SyncAccounts> for PoolActor {
     fn handle(&mut self, msg: SyncAccounts, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                let (delta, ops) = state.lock().sync_accounts(msg.files);
+                let (delta, ops) = state.lock().sync_accounts(msg.files, &msg.unreadable);
                 write_all(writer, ops);
                 Response::reply(Ok(delta))
             }
             PoolBackend::Redis(pool) => {
                 let pool = pool.clone();
-                later(async move { pool.sync_accounts(msg.files).await })
+                later(async move { pool.sync_accounts(msg.files, &msg.unreadable).await })
             }
         }
     }

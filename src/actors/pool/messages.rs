@@ -94,6 +94,8 @@ pub struct GetCredential {
 #[rtype(result = "Result<SyncDelta, PoolError>")]
 pub struct SyncAccounts {
     pub files: Vec<(String, Credential)>,
+    /// Accounts whose file is there but unreadable: left exactly as they are.
+    pub unreadable: Vec<String>,
 }
 
 /// Every account's credential expiry, for the refresh coordinator.

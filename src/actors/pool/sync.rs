@@ -7,21 +7,42 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 impl PoolState {
-    /// Reconciles the pool with the account files of its tier. Files win when newer; the
-    /// pool's credential wins when newer (the caller rewrites those files). Accounts whose
-    /// file is gone are removed with everything held for them; their keys re-bind later.
-    pub fn sync_accounts(&mut self, files: Vec<(String, Credential)>) -> (SyncDelta, Vec<WriteOp>) {
+    /// Reconciles the pool with the account files of its tier. Files win when they
+    /// supersede the pool's credential; the pool's wins when newer (the caller rewrites
+    /// those files). Accounts whose file is gone are removed with everything held for them;
+    /// their keys re-bind later. An account whose file is `unreadable` is not gone: it stays.
+    pub fn sync_accounts(
+        &mut self,
+        files: Vec<(String, Credential)>,
+        unreadable: &[String],
+    ) -> (SyncDelta, Vec<WriteOp>) {
         let mut delta = SyncDelta::default();
         let mut ops = Vec::new();
-        let present: BTreeSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let present: BTreeSet<&str> = files
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(unreadable.iter().map(String::as_str))
+            .collect();
+        let gone: Vec<String> = self
+            .accounts
+            .keys()
+            .filter(|n| !present.contains(n.as_str()))
+            .cloned()
+            .collect();
         for (name, file_credential) in files {
             match self.accounts.get_mut(&name) {
                 None => {
+                    // Stored too: should the file break later, the account keeps serving.
+                    ops.push(WriteOp::SetCredential {
+                        tier: self.tier.name.clone(),
+                        account: name.clone(),
+                        credential: file_credential.clone(),
+                    });
                     self.accounts
                         .insert(name.clone(), AccountSlot::new(file_credential));
                     delta.added.push(name);
                 }
-                Some(slot) if file_credential.is_newer_than(&slot.credential) => {
+                Some(slot) if file_credential.supersedes(&slot.credential) => {
                     slot.credential = Arc::new(file_credential.clone());
                     ops.push(WriteOp::SetCredential {
                         tier: self.tier.name.clone(),
@@ -39,12 +60,6 @@ impl PoolState {
                 Some(_) => {}
             }
         }
-        let gone: Vec<String> = self
-            .accounts
-            .keys()
-            .filter(|n| !present.contains(*n))
-            .cloned()
-            .collect();
         for name in gone {
             if let Some(slot) = self.accounts.remove(&name) {
                 for key_id in slot.keys {

@@ -442,10 +442,14 @@ impl RedisPool {
     pub async fn sync_accounts(
         &self,
         files: Vec<(String, Credential)>,
+        unreadable: &[String],
     ) -> Result<SyncDelta, PoolError> {
         let mut delta = SyncDelta::default();
-        let present: std::collections::BTreeSet<String> =
-            files.iter().map(|(n, _)| n.clone()).collect();
+        let present: std::collections::BTreeSet<String> = files
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(unreadable.iter().cloned())
+            .collect();
         for (name, c) in files {
             let answer: Vec<String> = self
                 .store
