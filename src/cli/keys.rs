@@ -123,7 +123,7 @@ fn keygen_offline(config: &Config, tier: &Tier, args: KeygenArgs) -> Result<(), 
         }
     }
     let now = now_ms();
-    let lifetime = tier.key_lifetime(args.days, args.ttl);
+    let lifetime = tier.key_lifetime(args.days, args.ttl)?;
     let (key, record) = KeyRecord::mint(
         &tier.name,
         lifetime,

@@ -6,7 +6,16 @@ use std::path::Path;
 /// `serve` logs at info by default; the operator's commands only warn.
 pub fn init(serving: bool, log_file: Option<&Path>) -> Result<(), String> {
     let default = if serving { "info" } else { "warn" };
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    let mut spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default.to_string());
+    // actix-http logs a client's malformed HTTP (already answered 400/408/431) as an error:
+    // not the operator's to fix, and anyone could fill the log with it. Naming actix_http in
+    // RUST_LOG brings it back.
+    if !spec.contains("actix_http") {
+        spec.push_str(",actix_http::h1::dispatcher=off");
+    }
     let filter = env_filter::Builder::new().parse(&spec).build();
     let file = match log_file {
         None => None,

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// A request body that stops arriving for this long is refused (408), so a client that
+    /// declares more than it sends cannot hold a connection and a worker's buffer forever.
+    pub body_timeout: HumanDuration,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     pub shutdown_grace: HumanDuration,
     /// HTTP worker threads; 0 means one per core.
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "0.0.0.0:8080".into(),
             body_limit: 32 * 1024 * 1024,
+            body_timeout: HumanDuration(Duration::from_secs(30)),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
             workers: 0,
         }

@@ -23,6 +23,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.server.body_limit == 0 {
         return Err(bad("server.body_limit", "must be at least 1 byte"));
     }
+    if c.server.body_timeout.get().is_zero() {
+        return Err(bad("server.body_timeout", "must be longer than zero"));
+    }
     let url = &c.store.url;
     if !(url.starts_with("sqlite:") || url.starts_with("redis://") || url.starts_with("rediss://"))
     {
@@ -78,6 +81,15 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         }
         if tier.window.get().is_zero() {
             return Err(bad(at("window"), "must be longer than zero"));
+        }
+        if tier.key_days > crate::domain::tier::MAX_KEY_DAYS {
+            return Err(bad(
+                at("key_days"),
+                format!(
+                    "at most {} days; 0 makes keys that never expire",
+                    crate::domain::tier::MAX_KEY_DAYS
+                ),
+            ));
         }
     }
     Ok(())

@@ -94,7 +94,7 @@ impl ApiKey {
 
 /// The credentials of `Authorization: Bearer <token>`; the scheme is case-insensitive
 /// (RFC 9110). An empty header is a missing key.
-fn bearer_token(value: &str) -> Result<&str, KeyParseError> {
+pub fn bearer_token(value: &str) -> Result<&str, KeyParseError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(KeyParseError::Missing);

@@ -24,6 +24,8 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "content-length",
     "accept-encoding",
     "anthropic-beta",
+    // the body is forwarded as read: compressed bodies are refused before this
+    "content-encoding",
     // client network identity
     "x-real-ip",
     "forwarded",
@@ -34,6 +36,16 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 pub fn forward_request_header(lowercase_name: &str) -> bool {
     !DROPPED_REQUEST_HEADERS.contains(&lowercase_name)
         && !lowercase_name.starts_with("x-forwarded-")
+}
+
+/// The headers a client's `Connection` values name: hop-by-hop for this hop only (RFC 9110
+/// §7.6.1), so never forwarded.
+pub fn connection_named<'a>(connection_values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    connection_values
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect()
 }
 
 /// True when an upstream response header is passed back to the client.
@@ -100,6 +112,16 @@ mod tests {
         ] {
             assert!(forward_request_header(kept), "{kept}");
         }
+    }
+
+    #[test]
+    fn connection_names_its_own_hop_by_hop_headers() {
+        assert_eq!(
+            connection_named(["keep-alive, X-Trace", "", " x-debug ,"].into_iter()),
+            ["keep-alive", "X-Trace", "x-debug"]
+        );
+        assert!(connection_named(std::iter::empty()).is_empty());
+        assert!(!forward_request_header("content-encoding"));
     }
 
     #[test]

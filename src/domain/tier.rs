@@ -4,6 +4,9 @@ use super::ModelFamily;
 use crate::config::TierConfig;
 use std::time::Duration;
 
+/// The longest lifetime a key may be given (100 years).
+pub const MAX_KEY_DAYS: u32 = 36_500;
+
 #[derive(Debug, Clone)]
 pub struct Tier {
     pub name: String,
@@ -49,13 +52,27 @@ impl Tier {
     }
 
     /// A new key's lifetime in ms: `ttl` when given, else `days` (or the tier's default);
-    /// None (0 days) never expires.
-    pub fn key_lifetime(&self, days: Option<u32>, ttl: Option<Duration>) -> Option<i64> {
-        if let Some(ttl) = ttl {
-            return Some(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1));
+    /// None (0 days) never expires. Longer than [`MAX_KEY_DAYS`] is refused: such an expiry is
+    /// a typo, and 0 says "never" plainly.
+    pub fn key_lifetime(
+        &self,
+        days: Option<u32>,
+        ttl: Option<Duration>,
+    ) -> Result<Option<i64>, String> {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let lifetime = match ttl {
+            Some(ttl) => Some(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)),
+            None => {
+                let days = days.unwrap_or(self.key_days);
+                (days > 0).then(|| i64::from(days) * DAY_MS)
+            }
+        };
+        match lifetime {
+            Some(ms) if ms > i64::from(MAX_KEY_DAYS) * DAY_MS => Err(format!(
+                "a key may live at most {MAX_KEY_DAYS} days; use days = 0 for a key that never expires"
+            )),
+            _ => Ok(lifetime),
         }
-        let days = days.unwrap_or(self.key_days);
-        (days > 0).then(|| i64::from(days) * 24 * 3600 * 1000)
     }
 
     /// "Trial", as messages print it.

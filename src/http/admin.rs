@@ -1,6 +1,7 @@
 //! The admin API. Every call needs the admin token; no answer ever carries a secret except
 //! the new key in the answer that creates it.
 
+use super::body::{read_limited, BodyRules};
 use super::error::ApiError;
 use crate::actors::keys::{CreateKey, RevokeKey};
 use crate::actors::pool::{KeyDetails, RecoverAccount};
@@ -8,7 +9,7 @@ use crate::actors::refresh::{Recovered, ViewRefresh};
 use crate::actors::supervisor::Services;
 use crate::actors::sync::{LastSync, SyncNow};
 use crate::clock::{now_ms, rfc3339};
-use crate::domain::api_key::digest_hex;
+use crate::domain::api_key::{bearer_token, digest_hex};
 use crate::domain::valid_account_name;
 use crate::store::{Backend, KeyRecord, Usage};
 use actix_web::http::header;
@@ -24,7 +25,7 @@ pub fn require_admin(req: &HttpRequest, svc: &Services) -> Result<(), ApiError> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| bearer_token(v).ok())
         .ok_or(ApiError::AdminUnauthorized)?;
     let a = digest_hex(presented.trim().as_bytes());
     let b = digest_hex(svc.admin_token.as_bytes());
@@ -104,9 +105,10 @@ pub struct CreateKeyBody {
 pub async fn create_key(
     req: HttpRequest,
     svc: web::Data<Services>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &svc)?;
+    let body = read_limited(&req, payload, BodyRules::admin(&svc.config.server)).await?;
     let body: CreateKeyBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"tier\": …, \"account\"?: …, \"days\"?: …, \"ttl\"?: \"2h\", \"note\"?: …}} ({e})"
@@ -145,6 +147,7 @@ pub async fn list_keys(
     filter: web::Query<KeyFilter>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &svc)?;
+    check_filter(&svc, &filter)?;
     let now = now_ms();
     let records: Vec<Arc<KeyRecord>> = all_keys(&svc)
         .await?
@@ -158,6 +161,28 @@ pub async fn list_keys(
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({"keys": views(&svc, records).await})))
+}
+
+/// A filter naming no tier or status would list nothing, silently: say what exists.
+fn check_filter(svc: &Services, filter: &KeyFilter) -> Result<(), ApiError> {
+    if let Some(tier) = filter.tier.as_deref() {
+        if !svc.tiers.contains_key(tier) {
+            let mut names: Vec<&str> = svc.tiers.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(ApiError::BadRequest(format!(
+                "no tier named `{tier}`; the tiers are {}",
+                names.join(", ")
+            )));
+        }
+    }
+    if let Some(status) = filter.status.as_deref() {
+        if crate::store::KeyStatus::parse(status).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "`{status}` is not a key status; use active, expired or revoked"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn store_error(e: crate::store::StoreError) -> ApiError {
@@ -257,9 +282,10 @@ pub struct RecoverBody {
 pub async fn recover(
     req: HttpRequest,
     svc: web::Data<Services>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &svc)?;
+    let body = read_limited(&req, payload, BodyRules::admin(&svc.config.server)).await?;
     let body: RecoverBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("expected {{\"account\": \"name\"}} ({e})")))?;
     if !valid_account_name(&body.account) {

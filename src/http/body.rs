@@ -2,37 +2,108 @@
 
 use super::body_scan::scan_model;
 use super::error::ApiError;
+use crate::config::ServerConfig;
+use actix_web::error::PayloadError;
+use actix_web::http::header;
 use actix_web::web;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::borrow::Cow;
 
-/// Reads the whole body, refusing it as soon as it passes `limit`.
+/// How a request body may arrive.
+#[derive(Clone, Copy)]
+pub struct BodyRules {
+    /// Largest body accepted, in bytes.
+    pub limit: usize,
+    /// Longest wait for the body's next bytes.
+    pub idle: std::time::Duration,
+}
+
+/// Admin calls carry a few small fields.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+impl BodyRules {
+    /// A client's request to be forwarded.
+    pub fn client(server: &ServerConfig) -> BodyRules {
+        BodyRules {
+            limit: server.body_limit,
+            idle: server.body_timeout.get(),
+        }
+    }
+
+    /// An admin call's body, read only once the caller has shown the admin token.
+    pub fn admin(server: &ServerConfig) -> BodyRules {
+        BodyRules {
+            limit: ADMIN_BODY_LIMIT.min(server.body_limit),
+            idle: server.body_timeout.get(),
+        }
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it passes the limit, when it stops arriving,
+/// or when it is compressed (it is read for its model and forwarded as it is).
 pub async fn read_limited(
     req: &actix_web::HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
+    rules: BodyRules,
 ) -> Result<Bytes, ApiError> {
+    refuse_encoded(req)?;
+    let limit = rules.limit;
     let declared = req
         .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::BadRequest(format!("the request body could not be read: {e}"))
-        })?;
+    loop {
+        let chunk = match actix_rt::time::timeout(rules.idle, payload.next()).await {
+            Err(_) => return Err(ApiError::BodyTimeout(rules.idle)),
+            Ok(None) => break,
+            Ok(Some(chunk)) => chunk.map_err(|e| unreadable(&e, limit))?,
+        };
         if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge { limit });
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// A body in any coding but identity: its model cannot be read, and Claude takes plain JSON.
+fn refuse_encoded(req: &actix_web::HttpRequest) -> Result<(), ApiError> {
+    for value in req.headers().get_all(header::CONTENT_ENCODING) {
+        let coding = String::from_utf8_lossy(value.as_bytes());
+        for coding in coding.split(',').map(str::trim) {
+            if !(coding.is_empty() || coding.eq_ignore_ascii_case("identity")) {
+                return Err(ApiError::UnsupportedEncoding(
+                    coding.chars().take(40).collect(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a body could not be read, worded for the client.
+fn unreadable(error: &PayloadError, limit: usize) -> ApiError {
+    let why = match error {
+        PayloadError::Overflow => return ApiError::TooLarge { limit },
+        PayloadError::Incomplete(_) => {
+            "The request body ended before the length it declared; send the whole body"
+        }
+        PayloadError::EncodingCorrupted => {
+            "The request body's transfer coding is corrupt; send the body again"
+        }
+        PayloadError::UnknownLength => {
+            "The request body has no length; send Content-Length or chunked encoding"
+        }
+        _ => "The request body could not be read from the connection; send it again",
+    };
+    ApiError::BadRequest(why.into())
 }
 
 /// The fields the proxy needs from a Messages request; the rest is skipped unparsed.

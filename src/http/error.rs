@@ -24,6 +24,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("Request body is larger than the {limit}-byte limit; send a smaller request")]
     TooLarge { limit: usize },
+    #[error("The request body stopped arriving (nothing for {}s); send the whole body without pausing", .0.as_secs_f64())]
+    BodyTimeout(std::time::Duration),
+    #[error("Content-Encoding `{0}` is not supported; send the request body as uncompressed JSON")]
+    UnsupportedEncoding(String),
     #[error("Could not reach Claude ({0}); try again shortly")]
     UpstreamUnreachable(String),
     #[error("Claude did not answer in time; try again")]
@@ -95,6 +99,8 @@ impl ApiError {
             | ApiError::AdminUnauthorized => "authentication_error",
             ApiError::BadRequest(_) | ApiError::Conflict(_) => "invalid_request_error",
             ApiError::TooLarge { .. } => "request_too_large",
+            ApiError::BodyTimeout(_) => "timeout_error",
+            ApiError::UnsupportedEncoding(_) => "invalid_request_error",
             ApiError::NotFound(_) => "not_found_error",
             ApiError::Pool(p) => match p {
                 PoolError::FamilyNotAllowed { .. } => "permission_error",
@@ -141,6 +147,13 @@ impl ApiError {
         }
     }
 
+    fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            ApiError::TooLarge { .. } | ApiError::BodyTimeout(_) | ApiError::UnsupportedEncoding(_)
+        )
+    }
+
     fn retry_after(&self) -> Option<i64> {
         match self {
             ApiError::Pool(PoolError::RateLimited { resets_at, .. }) => {
@@ -164,6 +177,8 @@ impl ResponseError for ApiError {
             | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
@@ -189,6 +204,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status_code());
+        if self.leaves_body_unread() {
+            // The rest of the body would be read as the next request: end the connection.
+            builder.force_close();
+        }
         if let Some(secs) = self.retry_after() {
             builder.insert_header((header::RETRY_AFTER, secs));
         }

@@ -20,7 +20,7 @@ use crate::store::KeyRecord;
 use crate::upstream::oauth::RefreshError;
 use crate::upstream::{client, request, unanswered, usage::UsageReader};
 use actix_web::http::uri::PathAndQuery;
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::{header, ConnectionType, Method, StatusCode, Version};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -373,6 +373,15 @@ impl Exchange<'_> {
         if let Some(length) = length {
             response.no_chunking(length);
         }
-        response.streaming(Relay::new(answer, usage, self.ticket.take(), first_byte))
+        let mut response =
+            response.streaming(Relay::new(answer, usage, self.ticket.take(), first_byte));
+        if length.is_none() && self.req.version() < Version::HTTP_11 {
+            // HTTP/1.0 has no chunked coding: the body runs until the connection closes.
+            response.head_mut().no_chunking(true);
+            response
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
+        response
     }
 }

@@ -1,7 +1,7 @@
 //! The client endpoints: authenticate, admit through the tier's pool, forward to Claude,
 //! relay the answer as it arrives.
 
-use super::body::{model_of, read_limited};
+use super::body::{model_of, read_limited, BodyRules};
 use super::error::ApiError;
 use super::exchange::Exchange;
 use super::relay::SettleTicket;
@@ -52,7 +52,28 @@ pub async fn count_tokens(
 }
 
 pub async fn models(req: HttpRequest, svc: web::Data<Services>) -> Result<HttpResponse, ApiError> {
+    if let Some(id) = req.path().strip_prefix("/v1/models/") {
+        check_model_id(id)?;
+    }
     measured(req, None, svc, Kind::Models).await
+}
+
+/// A model id as Claude spells them (`claude-sonnet-4-5-20250929`): the id is forwarded in the
+/// path with an account's token, so `..`, escapes and slashes never reach Claude.
+fn check_model_id(raw: &str) -> Result<(), ApiError> {
+    let well_formed = raw.len() <= 256
+        && raw.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`{}` is not a model id; model ids are letters, digits and . _ : @ - (e.g. claude-sonnet-4-5)",
+            raw.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 /// What a request turned out to be, for its metrics.
@@ -204,7 +225,7 @@ async fn forward(
     seen.tier = Some(key.tier.clone());
     let (body, family) = match payload {
         Some(payload) => {
-            let body = read_limited(&req, payload, svc.config.server.body_limit).await?;
+            let body = read_limited(&req, payload, BodyRules::client(&svc.config.server)).await?;
             let model = model_of(&body)?;
             let family = (kind == Kind::Messages).then(|| ModelFamily::of_model(&model));
             seen.family = family;
@@ -264,6 +285,16 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_ids_are_checked_before_they_reach_claude() {
+        for good in ["claude-sonnet-4-5-20250929", "claude-3.5@v2", "a:b_c"] {
+            assert!(check_model_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "..", ".hidden", "a%2fb", "a/b", "a b", &"x".repeat(257)] {
+            assert!(check_model_id(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn admission_lines_keep_the_grepped_words() {

@@ -3,7 +3,7 @@
 
 use crate::config::UpstreamConfig;
 use crate::domain::headers::{
-    forward_request_header, merged_beta, DEFAULT_ANTHROPIC_VERSION, OAUTH_BETA,
+    connection_named, forward_request_header, merged_beta, DEFAULT_ANTHROPIC_VERSION, OAUTH_BETA,
 };
 use crate::http::header_names as names;
 use actix_web::error::HttpError;
@@ -103,8 +103,17 @@ pub fn build(
     let uri = upstream_uri(&cfg.base_url, path_and_query)
         .map_err(|e| awc::error::SendRequestError::Url(awc::error::InvalidUrl::HttpError(e)))?;
     let mut req = client.request(method, uri).no_decompress();
+    let hop_only = connection_named(
+        client_headers
+            .get_all(header::CONNECTION)
+            .filter_map(|v| v.to_str().ok()),
+    );
     for (name, value) in client_headers.iter() {
-        if forward_request_header(name.as_str()) {
+        if forward_request_header(name.as_str())
+            && !hop_only
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_str()))
+        {
             req = req.append_header((name.clone(), value.clone()));
         }
     }

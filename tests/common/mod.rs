@@ -10,6 +10,7 @@ pub mod env;
 pub mod hang_up_upstream;
 pub mod mock_routes;
 pub mod mock_upstream;
+pub mod raw_http;
 pub mod redis_instances;
 pub mod redis_server;
 pub mod refresh_support;

@@ -66,7 +66,9 @@ impl Handler<CreateKey> for KeyRegistry {
                     )));
                 }
             }
-            let lifetime = tier.key_lifetime(msg.days, msg.ttl);
+            let lifetime = tier
+                .key_lifetime(msg.days, msg.ttl)
+                .map_err(KeyError::Invalid)?;
             let (key, record) = KeyRecord::mint(
                 &tier.name,
                 lifetime,
