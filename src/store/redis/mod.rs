@@ -7,10 +7,12 @@ mod key_ops;
 pub mod keys;
 mod pool_ops;
 mod refresh_ops;
+mod refresh_state;
 
 pub use keys::KeyNames;
 pub use pool_ops::{GivenBack, RedisPool};
 pub use refresh_ops::{RefreshGrant, RefreshRules};
+pub use refresh_state::{SharedAccountRefresh, SharedRefresh};
 
 use super::StoreError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};

@@ -359,6 +359,7 @@ impl RefreshCoordinator {
 
 mod attempt;
 mod messages;
+mod shared_view;
 mod shutdown;
 mod view;
 

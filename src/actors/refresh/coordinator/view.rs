@@ -1,4 +1,6 @@
 //! What the coordinator shows the admin API: timers, lock, and every account's state.
+//! With Redis, the shared rules' state (every instance's failures, cooldowns, lock, pause)
+//! replaces this instance's memory of them; see `shared_view`.
 
 use super::*;
 
@@ -12,6 +14,9 @@ pub struct AccountRefreshView {
     pub next_attempt: Option<Millis>,
 }
 
+/// `timers`, `next_account` and `in_flight` stay this instance's plan (`next_at` also waits for
+/// the shared lock and pause): the shared mutex names only its owner, not the account another
+/// instance refreshes.
 #[derive(Debug, Clone, Serialize)]
 pub struct RefreshView {
     pub timers: usize,
@@ -28,10 +33,38 @@ pub struct RefreshView {
 pub struct ViewRefresh;
 
 impl Handler<ViewRefresh> for RefreshCoordinator {
-    type Result = MessageResult<ViewRefresh>;
+    type Result = ResponseFuture<RefreshView>;
 
     fn handle(&mut self, _: ViewRefresh, _: &mut Context<Self>) -> Self::Result {
-        let now = now_ms();
+        let local = self.local_view(now_ms());
+        let Backend::Redis(store) = &self.backend else {
+            return Box::pin(async move { local });
+        };
+        let store = store.clone();
+        let failure_window = Self::ms(self.cfg.failure_window);
+        let max_failures = self.cfg.max_failures as usize;
+        // Read outside the actor: the coordinator keeps planning while Redis answers.
+        Box::pin(async move {
+            let ids: Vec<AccountId> = local
+                .accounts
+                .iter()
+                .map(|a| (a.tier.clone(), a.account.clone()))
+                .collect();
+            match store.shared_refresh(&ids, now_ms(), failure_window).await {
+                Ok(shared) => shared_view::merge(local, shared, max_failures),
+                Err(e) => {
+                    // The admin call must not fail for it: this instance's memory is the best left.
+                    log::warn!("refresh view shows this instance's state only: {e}");
+                    local
+                }
+            }
+        })
+    }
+}
+
+impl RefreshCoordinator {
+    /// The view from this instance's memory alone.
+    fn local_view(&self, now: Millis) -> RefreshView {
         let list = self.candidates(now);
         let deadlines: Vec<Millis> = list.iter().map(|(_, c)| c.deadline).collect();
         let starts = crate::actors::refresh::plan::latest_starts(
@@ -63,7 +96,7 @@ impl Handler<ViewRefresh> for RefreshCoordinator {
                 next_attempt: self.next_attempt(id, now),
             })
             .collect();
-        MessageResult(RefreshView {
+        RefreshView {
             timers: list.len(),
             next_account: next.map(|(id, _)| id.1.clone()),
             next_at: next.map(|(_, at)| at),
@@ -71,6 +104,6 @@ impl Handler<ViewRefresh> for RefreshCoordinator {
             paused_until: Some(self.paused_until).filter(|t| *t > now),
             in_flight: self.in_flight.as_ref().map(|id| id.1.clone()),
             accounts,
-        })
+        }
     }
 }
