@@ -72,3 +72,55 @@ async fn recover_resets_refresh_failures_on_redis() {
     let redis = RedisServer::start();
     recover_allows_the_next_refresh(&redis.store_toml()).await;
 }
+
+/// Two instances on one Redis, one attempt allowed: the instance that made the failed attempt
+/// (A) remembers it. The operator recovers through the other (B), which refreshes; then B goes
+/// away. The next refresh is A's to make: the recover, done elsewhere, freed the account for
+/// every instance.
+#[actix_rt::test]
+async fn a_recover_through_another_instance_frees_the_account_here_too() {
+    use common::redis_instances::*;
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start();
+    mock.set_oauth_fixed_answer(Some(oauth_server_error()));
+    let accounts = SharedAccounts::new();
+    accounts.add_expiring(TIER, "s1", now_ms() + 1_500);
+    let extra = format!(
+        "{}[sync]\ninterval = \"300ms\"\n",
+        refresh_toml("2s", "100ms", "200ms", 1)
+    );
+    let mut servers = start_instances(2, &mock, &redis, &accounts, &extra);
+    let failed = wait_until(Duration::from_secs(5), || {
+        servers
+            .iter()
+            .position(|s| !s.log_lines_with("refresh failed: s1: ").is_empty())
+    })
+    .expect("no instance made the failed attempt");
+    let a = servers.remove(failed);
+    let mut b = servers.remove(0);
+
+    // Fresh tokens now, each good for 3 s: with a 2 s lead the next refresh is due 1 s later.
+    mock.set_oauth_fixed_answer(Some(oauth_ok(
+        "sk-ant-oat01-fresh",
+        "sk-ant-ort01-fresh",
+        3,
+    )));
+    let res = b.recover("s1").await;
+    assert_eq!(res.status, 200, "recover: {}", res.text());
+    assert!(
+        b.wait_for_log("refresh succeeded: s1", Duration::from_secs(5))
+            .is_some(),
+        "B did not refresh after the recover; {} OAuth calls",
+        mock.oauth_calls().len()
+    );
+    b.stop();
+    let calls = mock.oauth_calls().len();
+
+    assert!(
+        a.wait_for_log("refresh succeeded: s1", Duration::from_secs(6))
+            .is_some(),
+        "A never refreshed the recovered account ({} OAuth calls since B stopped): {}",
+        mock.oauth_calls().len() - calls,
+        a.pool_account(TIER, "s1").await
+    );
+}

@@ -136,7 +136,16 @@ impl RefreshCoordinator {
         plan.refreshable
             && !plan.rejected
             && !plan.exhausted
-            && self.failures_in_window(plan, now) < self.cfg.max_failures as usize
+            && (self.failures_are_shared()
+                || self.failures_in_window(plan, now) < self.cfg.max_failures as usize)
+    }
+
+    /// With Redis the failure cap is counted there, over every instance, and a `recover`
+    /// through any instance clears it: counting this instance's own memory too would keep an
+    /// account it gave up on stuck here after the operator recovered it elsewhere. Redis answers
+    /// "exhausted" instead, and the flag that sets is cleared at the next sync.
+    fn failures_are_shared(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
     }
 
     /// Candidates sorted by deadline, with their ids.
