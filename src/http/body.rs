@@ -7,6 +7,7 @@ use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web;
 use bytes::{Bytes, BytesMut};
+use futures_util::future::poll_immediate;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -60,7 +61,7 @@ pub async fn read_limited(
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
     loop {
-        let chunk = match actix_rt::time::timeout(rules.idle, payload.next()).await {
+        let chunk = match next_chunk(&mut payload, rules.idle).await {
             Err(_) => return Err(ApiError::BodyTimeout(rules.idle)),
             Ok(None) => break,
             Ok(Some(chunk)) => chunk.map_err(|e| unreadable(&e, limit))?,
@@ -71,6 +72,19 @@ pub async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// The body's next chunk, or Elapsed when none comes within `idle`. A chunk already read
+/// (most bodies arrive with their headers) is taken without arming a timer.
+async fn next_chunk(
+    payload: &mut web::Payload,
+    idle: std::time::Duration,
+) -> Result<Option<Result<Bytes, PayloadError>>, tokio::time::error::Elapsed> {
+    // `next()` is cancel-safe: dropping a pending one loses nothing.
+    if let Some(ready) = poll_immediate(payload.next()).await {
+        return Ok(ready);
+    }
+    actix_rt::time::timeout(idle, payload.next()).await
 }
 
 /// A body in any coding but identity: its model cannot be read, and Claude takes plain JSON.
