@@ -104,6 +104,16 @@ async fn bad_bodies_are_invalid_requests() {
             res.text()
         );
     }
+    let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+    with_bom.extend_from_slice(message_request(SONNET).to_string().as_bytes());
+    server
+        .post_raw("/v1/messages", Some(&key), with_bom, &[])
+        .await
+        .assert_error(
+            400,
+            "invalid_request_error",
+            "The request body starts with a byte-order mark",
+        );
     let res = server
         .post_messages(
             Some(&key),

@@ -139,6 +139,11 @@ pub fn model_of(body: &[u8]) -> Result<String, ApiError> {
             "The request body is empty; send a JSON object with a `model` field".into(),
         ));
     }
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        return Err(ApiError::BadRequest(
+            "The request body starts with a byte-order mark; send the JSON without it".into(),
+        ));
+    }
     // serde would also read a struct from an array (`["claude-…"]`): only objects are requests.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::BadRequest(
