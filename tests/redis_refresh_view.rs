@@ -1,6 +1,7 @@
 //! SPEC §9, §11, §12: with Redis, every instance's admin views show the shared refresh state
 //! — an account's failures, cooldown and last error, and the global success lock — however
-//! many instances share the store and whichever of them refreshed.
+//! many instances share the store and whichever of them refreshed; and a client's
+//! `retry-after` for an expired token waits for that shared state too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -183,4 +184,39 @@ async fn without_redis_the_status_shows_this_instances_refresh_state() {
             .is_some(),
         "the fallback is not logged"
     );
+}
+
+/// A failed refresh on A puts the account in a 1 m cooldown in Redis. B, started after it,
+/// never tried the account itself; a client of B whose request meets the expired token is
+/// told to come back when the shared cooldown ends, not in a second.
+#[actix_rt::test]
+async fn the_expired_token_retry_after_waits_for_another_instances_cooldown() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start();
+    mock.set_oauth_fixed_answer(Some(oauth_server_error()));
+    let accounts = SharedAccounts::new();
+    accounts.add_expiring(TIER, NAME, now_ms() - 1_000);
+    let refresh = refresh_toml("500ms", "300ms", &format!("{COOLDOWN_MS}ms"), 3);
+    let a = start_instance(&mock, &redis, &accounts, &refresh);
+    assert!(
+        a.wait_for_log(&format!("refresh failed: {NAME}: "), Duration::from_secs(5))
+            .is_some(),
+        "A made no failed attempt"
+    );
+    let b = start_instance(&mock, &redis, &accounts, &refresh);
+    let (key, _) = b.admin_create_key(&serde_json::json!({"tier": TIER})).await;
+
+    let res = b.send_model(&key, SONNET).await;
+    res.assert_error(503, "api_error", "OAuth token has expired");
+    let secs: i64 = res
+        .header("retry-after")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no retry-after in seconds: {:?}", res.headers));
+    assert!(
+        secs > COOLDOWN_MS / 1000 - 10 && secs <= COOLDOWN_MS / 1000,
+        "retry-after {secs} s; A's cooldown in Redis ends in about {} s",
+        COOLDOWN_MS / 1000
+    );
+    assert_eq!(mock.oauth_calls().len(), 1, "only A's attempt");
+    assert!(mock.messages_requests().is_empty());
 }

@@ -121,11 +121,34 @@ pub struct NextAttempt {
 }
 
 impl Handler<NextAttempt> for RefreshCoordinator {
-    type Result = Option<Millis>;
+    type Result = ResponseFuture<Option<Millis>>;
 
-    fn handle(&mut self, msg: NextAttempt, ctx: &mut Context<Self>) -> Option<Millis> {
+    fn handle(&mut self, msg: NextAttempt, ctx: &mut Context<Self>) -> Self::Result {
         // A request just found this token expired: make sure a refresh is planned.
         self.tick(ctx);
-        self.next_attempt(&(msg.tier, msg.account), now_ms())
+        let id = (msg.tier, msg.account);
+        let local = self.next_attempt(&id, now_ms());
+        let Backend::Redis(store) = &self.backend else {
+            return Box::pin(async move { local });
+        };
+        // Another instance's cooldown or lock may hold the attempt back longer than this
+        // instance knows: the client's retry-after comes from the shared state.
+        let store = store.clone();
+        let failure_window = Self::ms(self.cfg.failure_window);
+        let max_failures = self.cfg.max_failures as usize;
+        Box::pin(async move {
+            let shared = store
+                .shared_refresh(std::slice::from_ref(&id), now_ms(), failure_window)
+                .await;
+            match shared {
+                Ok(shared) => {
+                    let global = shared.lock_until.max(shared.paused_until);
+                    shared.accounts.first().and_then(|state| {
+                        super::shared_view::shared_next_attempt(local, global, state, max_failures)
+                    })
+                }
+                Err(_) => local,
+            }
+        })
     }
 }

@@ -3,7 +3,8 @@
 //! The plan (timers, next account, in flight) stays this instance's own.
 
 use super::view::RefreshView;
-use crate::store::redis::SharedRefresh;
+use crate::domain::Millis;
+use crate::store::redis::{SharedAccountRefresh, SharedRefresh};
 
 /// `shared.accounts` must be in the order of `view.accounts` (they were read for them).
 pub(super) fn merge(
@@ -16,16 +17,8 @@ pub(super) fn merge(
     let global = shared.lock_until.max(shared.paused_until);
     view.next_at = view.next_at.map(|at| global.map_or(at, |g| at.max(g)));
     for (account, state) in view.accounts.iter_mut().zip(shared.accounts) {
-        // refresh_begin.lua says no until the cooldown, lock and pause are over, and for
-        // good once the failure cap is reached.
-        account.next_attempt = if state.failures_in_window >= max_failures {
-            None
-        } else {
-            let wait = state.cooldown_until.max(global);
-            account
-                .next_attempt
-                .map(|at| wait.map_or(at, |w| at.max(w)))
-        };
+        account.next_attempt =
+            shared_next_attempt(account.next_attempt, global, &state, max_failures);
         account.failures_in_window = state.failures_in_window;
         account.cooldown_until = state.cooldown_until;
         account.last_error = state.last_error;
@@ -33,12 +26,26 @@ pub(super) fn merge(
     view
 }
 
+/// This instance's next attempt at an account, pushed back to when refresh_begin.lua would let
+/// it through: after the account's cooldown and the global lock and pause (`global`), and
+/// never once the shared failure cap is reached.
+pub(super) fn shared_next_attempt(
+    local: Option<Millis>,
+    global: Option<Millis>,
+    state: &SharedAccountRefresh,
+    max_failures: usize,
+) -> Option<Millis> {
+    if state.failures_in_window >= max_failures {
+        return None;
+    }
+    let wait = state.cooldown_until.max(global);
+    local.map(|at| wait.map_or(at, |w| at.max(w)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::view::AccountRefreshView;
     use super::*;
-    use crate::domain::Millis;
-    use crate::store::redis::SharedAccountRefresh;
 
     fn account(name: &str, failures: usize, next_attempt: Option<Millis>) -> AccountRefreshView {
         AccountRefreshView {
