@@ -14,6 +14,7 @@ use claude_route::actors::pool::{
     PoolBackend, PoolError, PoolHandle, PoolState, PoolView, RecoverAccount, Release, Settle,
     SyncAccounts, SyncDelta, UpdateCredential, ViewPool,
 };
+use claude_route::actors::restartable::supervise;
 use claude_route::config::{HumanDuration, TierConfig, TierLimits};
 use claude_route::domain::{Credential, Millis, ModelFamily, Tier};
 use claude_route::store::redis::RedisStore;
@@ -78,6 +79,15 @@ struct Store {
 
 impl Store {
     async fn start(kind: Kind, tier: Tier) -> Store {
+        /// The tier's handle, its actor supervised as `serve` runs it.
+        fn supervised_pool(backend: PoolBackend) -> PoolHandle {
+            let actor_backend = backend.clone();
+            let addr = supervise("pool", move || {
+                PoolActor::new(actor_backend.clone()).start()
+            });
+            PoolHandle::new(addr, backend)
+        }
+
         let dir = tempfile::Builder::new()
             .prefix("claude-route-conformance")
             .tempdir()
@@ -88,7 +98,7 @@ impl Store {
                     SqliteStore::open(&dir.path().join("store.db")).expect("open SQLite store");
                 let writer = StoreWriter::start(sqlite).expect("start store writer");
                 let backend = PoolBackend::embedded(PoolState::new(tier), writer.clone());
-                let pool = PoolHandle::new(PoolActor::new(backend.clone()).start(), backend);
+                let pool = supervised_pool(backend);
                 Store {
                     kind,
                     pool,
@@ -103,7 +113,7 @@ impl Store {
                 let store =
                     RedisStore::open(server.url(), server.prefix()).expect("open Redis store");
                 let backend = PoolBackend::Redis(store.pool(tier));
-                let pool = PoolHandle::new(PoolActor::new(backend.clone()).start(), backend);
+                let pool = supervised_pool(backend);
                 Store {
                     kind,
                     pool,

@@ -30,7 +30,7 @@ impl<A: Actor> Restartable<A> {
 }
 
 /// Starts the actor with `start` and keeps it running; must run inside the actix system.
-pub fn supervise<A, F>(name: &'static str, start: F) -> Restartable<A>
+pub fn supervise<A, F>(name: impl Into<String>, start: F) -> Restartable<A>
 where
     A: Actor,
     F: Fn() -> Addr<A> + 'static,
@@ -39,6 +39,7 @@ where
         current: Arc::new(RwLock::new(start())),
     };
     let watched = handle.clone();
+    let name = name.into();
     actix::spawn(async move {
         loop {
             actix_rt::time::sleep(WATCH_EVERY).await;

@@ -3,8 +3,8 @@
 
 use super::keys::{KeyCache, KeyRegistry};
 use super::pool::{
-    AccountExpiries, AccountSlot, PoolActor, PoolBackend, PoolError, PoolHandle, PoolState,
-    PoolView, ViewPool,
+    AccountExpiries, AccountSlot, PoolActor, PoolAddrs, PoolBackend, PoolError, PoolHandle,
+    PoolState, PoolView, ViewPool,
 };
 use super::refresh::{RefreshCoordinator, RefreshGate, Track, Tracked};
 use super::restartable::{supervise, Restartable};
@@ -17,7 +17,7 @@ use crate::store::redis::RedisStore;
 use crate::store::{
     Backend, KeyStatus, SqliteStore, StoreError, StoreWriter, StoredState, WriteOp,
 };
-use actix::{Actor, Addr, Arbiter};
+use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +28,7 @@ pub struct Services {
     /// Looked up by every request: a fast hasher (tier names come from our own config).
     pub pools: Arc<foldhash::HashMap<String, PoolHandle>>,
     pub keys: KeyCache,
-    pub registry: Addr<KeyRegistry>,
+    pub registry: Restartable<KeyRegistry>,
     pub backend: Backend,
     pub refresher: Restartable<RefreshCoordinator>,
     pub syncer: Restartable<SyncActor>,
@@ -217,7 +217,7 @@ fn load_redis(config: &Config, tiers: &HashMap<String, Tier>) -> Result<Loaded, 
 /// accounts' expiries read from the pools.
 fn start_coordinator(
     config: &Arc<Config>,
-    pools: &Arc<HashMap<String, Addr<PoolActor>>>,
+    pools: &PoolAddrs,
     backend: &Backend,
 ) -> Addr<RefreshCoordinator> {
     let (saved, timers) = match (backend, config.sqlite_path()) {
@@ -247,7 +247,7 @@ fn start_coordinator(
     actix::spawn(async move {
         let mut accounts = Vec::new();
         for (tier, pool) in pools.iter() {
-            let Ok(expiries) = pool.send(AccountExpiries).await else {
+            let Ok(expiries) = pool.addr().send(AccountExpiries).await else {
                 continue;
             };
             accounts.extend(Tracked::from_expiries(tier, expiries));
@@ -255,6 +255,21 @@ fn start_coordinator(
         target.do_send(Track { accounts });
     });
     addr
+}
+
+/// The thread every tier's pool actor runs on, started again should a panic have ended it.
+#[derive(Clone, Default)]
+struct PoolThread(std::rc::Rc<std::cell::RefCell<Option<ArbiterHandle>>>);
+
+impl PoolThread {
+    fn handle(&self) -> ArbiterHandle {
+        let mut current = self.0.borrow_mut();
+        match current.as_ref() {
+            // A message it accepts shows the thread is still running.
+            Some(handle) if handle.spawn(async {}) => handle.clone(),
+            _ => current.insert(Arbiter::new().handle()).clone(),
+        }
+    }
 }
 
 /// Starts everything; must run inside the actix system.
@@ -272,18 +287,23 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     };
     let backend = loaded.backend;
 
-    let pool_arbiter = Arbiter::new();
+    let pool_thread = PoolThread::default();
     let mut handles = foldhash::HashMap::default();
     for (name, pool) in loaded.pools {
-        let actor = PoolActor::new(pool.clone());
-        let addr = PoolActor::start_in_arbiter(&pool_arbiter.handle(), move |_| actor);
+        let (thread, backend) = (pool_thread.clone(), pool.clone());
+        // The actor keeps nothing of its own (the tier's state is in `backend`): a new one
+        // carries on where a crashed one stopped.
+        let addr = supervise(format!("pool actor of tier {name}"), move || {
+            let actor = PoolActor::new(backend.clone());
+            PoolActor::start_in_arbiter(&thread.handle(), move |_| actor)
+        });
         handles.insert(name, PoolHandle::new(addr, pool));
     }
     // The actors, for the parts that only ever message them.
-    let pools: Arc<HashMap<String, Addr<PoolActor>>> = Arc::new(
+    let pools: PoolAddrs = Arc::new(
         handles
             .iter()
-            .map(|(name, handle)| (name.clone(), handle.addr().clone()))
+            .map(|(name, handle)| (name.clone(), handle.supervised().clone()))
             .collect(),
     );
 
@@ -291,14 +311,22 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     for record in loaded.keys {
         keys.insert(record);
     }
-    let registry = KeyRegistry::new(
-        keys.clone(),
-        backend.clone(),
-        pools.clone(),
-        tiers.clone(),
-        config.keys.sweep_interval.get(),
-    )
-    .start();
+    let registry = {
+        let (keys, backend, pools, tiers) =
+            (keys.clone(), backend.clone(), pools.clone(), tiers.clone());
+        let sweep = config.keys.sweep_interval.get();
+        // The registry's keys live in the shared cache: a new incarnation has them all.
+        supervise("key registry", move || {
+            KeyRegistry::new(
+                keys.clone(),
+                backend.clone(),
+                pools.clone(),
+                tiers.clone(),
+                sweep,
+            )
+            .start()
+        })
+    };
     let config = Arc::new(config);
     let refresher = {
         let (config, pools, backend) = (config.clone(), pools.clone(), backend.clone());

@@ -1,7 +1,7 @@
 //! SyncActor: reconciles the account directory with the pools and the store — at start-up,
 //! every `[sync] interval`, and on demand — then resets every refresh timer.
 
-use super::pool::{AccountExpiries, PoolActor, SyncAccounts};
+use super::pool::{AccountExpiries, PoolAddrs, SyncAccounts};
 use super::refresh::{RefreshCoordinator, Track, Tracked};
 use super::restartable::Restartable;
 use crate::account_files;
@@ -26,7 +26,7 @@ pub struct SyncReport {
 
 pub struct SyncActor {
     config: Arc<Config>,
-    pools: Arc<HashMap<String, Addr<PoolActor>>>,
+    pools: PoolAddrs,
     refresher: Restartable<RefreshCoordinator>,
     last: Option<SyncReport>,
 }
@@ -34,7 +34,7 @@ pub struct SyncActor {
 impl SyncActor {
     pub fn new(
         config: Arc<Config>,
-        pools: Arc<HashMap<String, Addr<PoolActor>>>,
+        pools: PoolAddrs,
         refresher: Restartable<RefreshCoordinator>,
     ) -> SyncActor {
         SyncActor {
@@ -64,7 +64,7 @@ pub struct SyncNow;
 
 async fn run_sync(
     config: Arc<Config>,
-    pools: Arc<HashMap<String, Addr<PoolActor>>>,
+    pools: PoolAddrs,
     refresher: Restartable<RefreshCoordinator>,
 ) -> Result<SyncReport, String> {
     let dir = config.accounts.dir.clone();
@@ -103,6 +103,7 @@ async fn run_sync(
             continue;
         };
         let delta = pool
+            .addr()
             .send(sync)
             .await
             .map_err(|e| format!("pool {tier}: {e}"))?
@@ -122,6 +123,7 @@ async fn run_sync(
             ));
         }
         let expiries = pool
+            .addr()
             .send(AccountExpiries)
             .await
             .map_err(|e| format!("pool {tier}: {e}"))?;

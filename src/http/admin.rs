@@ -116,6 +116,7 @@ pub async fn create_key(
     })?;
     let created = svc
         .registry
+        .addr()
         .send(CreateKey {
             tier: body.tier,
             account: body.account,
@@ -237,6 +238,7 @@ pub async fn revoke_key(
     find_key(&svc, &id).await?;
     let record = svc
         .registry
+        .addr()
         .send(RevokeKey {
             id: id.into_inner(),
         })

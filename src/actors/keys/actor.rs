@@ -2,7 +2,7 @@
 
 use super::messages::*;
 use super::KeyCache;
-use crate::actors::pool::{BindFixed, PoolActor, PoolError, Release};
+use crate::actors::pool::{BindFixed, PoolAddrs, PoolError, Release};
 use crate::clock::now_ms;
 use crate::domain::{valid_account_name, Tier};
 use crate::store::{Backend, KeyRecord, KeyStatus};
@@ -14,7 +14,7 @@ use std::time::Duration;
 pub struct KeyRegistry {
     cache: KeyCache,
     backend: Backend,
-    pools: Arc<HashMap<String, actix::Addr<PoolActor>>>,
+    pools: PoolAddrs,
     tiers: Arc<HashMap<String, Tier>>,
     sweep_interval: Duration,
 }
@@ -23,7 +23,7 @@ impl KeyRegistry {
     pub fn new(
         cache: KeyCache,
         backend: Backend,
-        pools: Arc<HashMap<String, actix::Addr<PoolActor>>>,
+        pools: PoolAddrs,
         tiers: Arc<HashMap<String, Tier>>,
         sweep_interval: Duration,
     ) -> KeyRegistry {
@@ -51,10 +51,11 @@ impl Handler<CreateKey> for KeyRegistry {
     type Result = ResponseFuture<Result<CreatedKey, KeyError>>;
 
     fn handle(&mut self, msg: CreateKey, _: &mut Context<Self>) -> Self::Result {
+        crate::failpoint::panic_once("key-registry-panic");
         let cache = self.cache.clone();
         let backend = self.backend.clone();
         let tier = self.tiers.get(&msg.tier).cloned();
-        let pool = self.pools.get(&msg.tier).cloned();
+        let pool = self.pools.get(&msg.tier).map(|p| p.addr());
         Box::pin(async move {
             let (Some(tier), Some(pool)) = (tier, pool) else {
                 return Err(KeyError::UnknownTier(msg.tier));
@@ -140,7 +141,7 @@ impl Handler<RevokeKey> for KeyRegistry {
                 .await
                 .map_err(|e| KeyError::Store(e.to_string()))?;
             if let Some(pool) = pools.get(&record.tier) {
-                pool.do_send(Release {
+                pool.addr().do_send(Release {
                     key_id: record.id.clone(),
                 });
             }
@@ -183,7 +184,7 @@ impl Handler<SweepExpired> for KeyRegistry {
                     continue;
                 }
                 if let Some(pool) = pools.get(&record.tier) {
-                    pool.do_send(Release {
+                    pool.addr().do_send(Release {
                         key_id: record.id.clone(),
                     });
                 }

@@ -347,6 +347,7 @@ impl Handler<ViewPool> for PoolActor {
     type Result = Response<Result<PoolView, PoolError>>;
 
     fn handle(&mut self, _: ViewPool, _: &mut Context<Self>) -> Self::Result {
+        crate::failpoint::panic_once("pool-actor-panic");
         match &mut self.backend {
             PoolBackend::Embedded { state, .. } => Response::reply(Ok(state.lock().view(now_ms()))),
             PoolBackend::Redis(pool) => {

@@ -4,7 +4,9 @@
 //! what the proxy cost (see BENCHMARKS.md). The lock is held only for the in-memory update.
 
 use super::actor::{save, settle_in_memory};
-use super::{Admission, Outcome, PoolActor, PoolBackend, PoolError, PoolState, Settle, Withdraw};
+use super::{
+    Admission, Outcome, PoolActor, PoolAddr, PoolBackend, PoolError, PoolState, Settle, Withdraw,
+};
 use crate::clock::now_ms;
 use crate::domain::ModelFamily;
 use crate::store::KeyRecord;
@@ -60,19 +62,24 @@ pub struct PoolHandle {
 }
 
 struct Parts {
-    addr: Addr<PoolActor>,
+    addr: PoolAddr,
     backend: PoolBackend,
 }
 
 impl PoolHandle {
-    pub fn new(addr: Addr<PoolActor>, backend: PoolBackend) -> PoolHandle {
+    pub fn new(addr: PoolAddr, backend: PoolBackend) -> PoolHandle {
         PoolHandle {
             parts: Arc::new(Parts { addr, backend }),
         }
     }
 
-    /// The actor, for everything that is not admission or settling.
-    pub fn addr(&self) -> &Addr<PoolActor> {
+    /// The actor's live incarnation, for everything that is not admission or settling.
+    pub fn addr(&self) -> Addr<PoolActor> {
+        self.parts.addr.addr()
+    }
+
+    /// The supervised actor, for the parts that only ever message it.
+    pub fn supervised(&self) -> &PoolAddr {
         &self.parts.addr
     }
 
@@ -105,7 +112,7 @@ impl PoolHandle {
                         .clone()
                         .zip(family)
                         .map(|(count_id, family)| UnansweredCount {
-                            addr: self.parts.addr.clone(),
+                            addr: self.parts.addr.addr(),
                             key_id: key.id.clone(),
                             family,
                             count_id: Some(count_id),
@@ -127,7 +134,7 @@ impl PoolHandle {
     pub fn settle(&self, msg: Settle) {
         match &self.parts.backend {
             PoolBackend::Embedded { state, writer } => settle_in_memory(state, writer, &msg),
-            PoolBackend::Redis(_) => self.parts.addr.do_send(msg),
+            PoolBackend::Redis(_) => self.parts.addr.addr().do_send(msg),
         }
     }
 }

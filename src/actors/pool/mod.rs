@@ -12,6 +12,11 @@ mod sync;
 mod view;
 
 pub use actor::{PoolActor, PoolBackend};
+
+/// A tier's actor, restarted by a watchdog if it dies; its state lives in the backend.
+pub type PoolAddr = crate::actors::restartable::Restartable<PoolActor>;
+/// Every tier's actor, by tier name.
+pub type PoolAddrs = std::sync::Arc<std::collections::HashMap<String, PoolAddr>>;
 pub use error::PoolError;
 pub use handle::{PoolHandle, SharedPool};
 pub use messages::*;

@@ -25,7 +25,7 @@ impl RefreshCoordinator {
     }
 
     pub(super) fn start_refresh(&mut self, id: AccountId, ctx: &mut Context<Self>) {
-        let Some(pool) = self.pools.get(&id.0).cloned() else {
+        let Some(pool) = self.pools.get(&id.0).map(|p| p.addr()) else {
             self.accounts.remove(&id);
             ctx.notify(Tick);
             return;

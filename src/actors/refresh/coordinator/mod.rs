@@ -5,7 +5,7 @@
 use super::attempt_time::AttemptTimes;
 use super::gate::{RefreshGate, RefreshOutcome};
 use super::plan::{decide, Candidate, Decision};
-use crate::actors::pool::{BlacklistAccount, GetCredential, PoolActor};
+use crate::actors::pool::{BlacklistAccount, GetCredential, PoolAddrs};
 use crate::clock::now_ms;
 use crate::config::RefreshConfig;
 use crate::domain::{Credential, Millis};
@@ -63,7 +63,7 @@ type Waiter = oneshot::Sender<Result<Arc<Credential>, RefreshError>>;
 pub struct RefreshCoordinator {
     cfg: RefreshConfig,
     gate: RefreshGate,
-    pools: Arc<HashMap<String, Addr<PoolActor>>>,
+    pools: PoolAddrs,
     backend: Backend,
     /// Names this instance in the shared refresh mutex.
     owner: String,
@@ -87,7 +87,7 @@ impl RefreshCoordinator {
     pub fn new(
         cfg: RefreshConfig,
         gate: RefreshGate,
-        pools: Arc<HashMap<String, Addr<PoolActor>>>,
+        pools: PoolAddrs,
         backend: Backend,
         saved: HashMap<AccountId, RefreshRecord>,
         timers: (Millis, Millis),
@@ -338,7 +338,7 @@ impl RefreshCoordinator {
                 }
                 if matches!(e, RefreshError::InvalidGrant) {
                     if let Some(pool) = self.pools.get(&id.0) {
-                        pool.do_send(BlacklistAccount {
+                        pool.addr().do_send(BlacklistAccount {
                             account: id.1.clone(),
                             reason: "refresh token rejected".into(),
                         });
