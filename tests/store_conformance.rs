@@ -1155,3 +1155,67 @@ mod redis_withdrawn_admissions {
         assert_eq!(remaining(&next), 0, "a served request stays counted");
     }
 }
+
+/// Redis only — a served request's usage whose answer was lost (Redis timed out) is sent
+/// again until Redis answers; it must land once however often it reached Redis.
+mod redis_settles_once {
+    use super::*;
+    use claude_route::store::redis::RedisPool;
+
+    /// A served Sonnet request's usage, settled under `settle_id`; true when it was added.
+    async fn add(
+        pool: &RedisPool,
+        key: &KeyRecord,
+        count_id: Option<&str>,
+        settle_id: &str,
+        sent: Usage,
+    ) -> bool {
+        pool.add_usage(
+            &key.id,
+            "a1",
+            ModelFamily::Sonnet,
+            count_id,
+            settle_id,
+            sent,
+        )
+        .await
+        .expect("Redis answers")
+    }
+
+    #[actix_rt::test]
+    async fn a_settle_sent_twice_adds_its_usage_once() {
+        let t = tier(3, Some(2), five_hours());
+        let s = Store::with_accounts(Kind::Redis, t.clone(), &["a1"]).await;
+        let pool = s.redis.as_ref().expect("a Redis store").pool(t);
+        let key = s.key(None).await;
+        let served = s.admit_ok(&key).await;
+        let count_id = served.count_id.as_deref();
+        let sent = usage(10, 5, 2, 3);
+        assert!(
+            add(&pool, &key, count_id, "settle-1", sent).await,
+            "the first settle adds"
+        );
+        assert!(
+            !add(&pool, &key, count_id, "settle-1", sent).await,
+            "the same settle sent again adds nothing"
+        );
+        let once = Usage {
+            requests: 1,
+            ..sent
+        };
+        assert_eq!(s.key_details(&[&key]).await[0].1, once, "key usage");
+        assert_eq!(s.view().await.accounts[0].usage, once, "account usage");
+
+        // Another request's settle (uncounted: no count name) still adds.
+        assert!(
+            add(&pool, &key, None, "settle-2", sent).await,
+            "another settle adds"
+        );
+        let twice = Usage {
+            requests: 2,
+            ..usage(20, 10, 4, 6)
+        };
+        assert_eq!(s.key_details(&[&key]).await[0].1, twice, "key usage");
+        assert_eq!(s.view().await.accounts[0].usage, twice, "account usage");
+    }
+}

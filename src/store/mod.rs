@@ -22,6 +22,10 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// How long shutdown keeps sending the writes Redis had not answered (usage, refunds): enough
+/// for a connection Redis dropped to be made again, short enough not to hold the exit up.
+const REDIS_LAST_CALL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The store a running server uses: the embedded writer, or Redis.
 #[derive(Clone)]
 pub enum Backend {
@@ -45,11 +49,12 @@ impl Backend {
         }
     }
 
-    /// Makes sure everything acknowledged so far is stored (graceful shutdown).
+    /// Makes sure everything acknowledged so far is stored (graceful shutdown). Redis:
+    /// usage and refunds still waiting for it are sent once more (a few seconds at most).
     pub async fn flush(&self) -> Result<(), StoreError> {
         match self {
             Backend::Embedded(writer) => writer.flush().await,
-            Backend::Redis(_) => Ok(()),
+            Backend::Redis(store) => store.last_call(REDIS_LAST_CALL).await,
         }
     }
 

@@ -122,7 +122,8 @@ impl Handler<Settle> for PoolActor {
             PoolBackend::Redis(pool) => {
                 let pool = pool.clone();
                 later(async move {
-                    let done = pool
+                    // Sent again until Redis answers; what is given up is logged where it is.
+                    let _ = pool
                         .settle(
                             &msg.key_id,
                             &msg.account,
@@ -131,7 +132,6 @@ impl Handler<Settle> for PoolActor {
                             msg.outcome,
                         )
                         .await;
-                    logged("settling a request in Redis", done);
                 })
             }
         }

@@ -73,6 +73,11 @@ impl KeyNames {
         format!("{}:withdrawn:{count_id}", self.prefix)
     }
 
+    /// String with PX: a served request whose usage has been added (added again: nothing).
+    pub fn settled(&self, settle_id: &str) -> String {
+        format!("{}:settled:{settle_id}", self.prefix)
+    }
+
     /// Hash of usage counters for a key.
     pub fn key_usage(&self, key_id: &str) -> String {
         format!("{}:usage:key:{key_id}", self.prefix)

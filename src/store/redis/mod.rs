@@ -8,11 +8,15 @@ pub mod keys;
 mod pool_ops;
 mod refresh_ops;
 mod refresh_state;
+mod retry;
+mod settle_ops;
 
 pub use keys::KeyNames;
-pub use pool_ops::{GivenBack, RedisPool};
+pub use pool_ops::RedisPool;
 pub use refresh_ops::{RefreshGrant, RefreshRules};
 pub use refresh_state::{SharedAccountRefresh, SharedRefresh};
+pub use retry::WaitingWrites;
+pub use settle_ops::GivenBack;
 
 use super::StoreError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -80,6 +84,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     names: KeyNames,
     scripts: Arc<Scripts>,
+    /// Once-only writes sent again while Redis does not answer (see `retry.rs`).
+    writes: WaitingWrites,
 }
 
 pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
@@ -102,6 +108,7 @@ impl RedisStore {
             conn,
             names: KeyNames::new(prefix),
             scripts: Arc::new(Scripts::new()),
+            writes: WaitingWrites::default(),
         })
     }
 
@@ -139,6 +146,17 @@ impl RedisStore {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+
+    /// Shutdown: the writes still waiting for Redis are sent once more; an error names
+    /// how many were not answered within `within` (they are lost).
+    pub async fn last_call(&self, within: Duration) -> Result<(), StoreError> {
+        match self.writes.last_call(within).await {
+            0 => Ok(()),
+            n => Err(StoreError::Unavailable(format!(
+                "{n} writes Redis has not answered are lost"
+            ))),
+        }
     }
 
     pub fn names(&self) -> &KeyNames {

@@ -3,7 +3,7 @@
 
 use super::key_ops::usage_from;
 use super::{unavailable, RedisStore};
-use crate::actors::pool::{AccountView, Admission, Outcome, PoolError, PoolView, SyncDelta};
+use crate::actors::pool::{AccountView, Admission, PoolError, PoolView, SyncDelta};
 use crate::domain::window::WindowGrant;
 use crate::domain::{Credential, Millis, ModelFamily, Tier};
 use crate::store::{KeyRecord, StoreError, Usage};
@@ -11,26 +11,9 @@ use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
-
-/// How long a withdrawn admission is refused should it still reach Redis (and how long the
-/// proxy keeps trying to give a count back).
-const WITHDRAWN_KEPT: Duration = Duration::from_secs(600);
-const GIVE_BACK_FIRST_PAUSE: Duration = Duration::from_millis(100);
-const GIVE_BACK_MAX_PAUSE: Duration = Duration::from_secs(5);
-
-/// What `RedisPool::give_back` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GivenBack {
-    /// The admission had run: its count came back.
-    Count,
-    /// Nothing to give back (not run yet, already settled, or its window is over); should it
-    /// still run, it refuses itself.
-    Refusal,
-}
 
 /// Unique across instances: a random per-process part and a counter.
-fn new_count_id() -> Arc<str> {
+pub(super) fn new_count_id() -> Arc<str> {
     static PROCESS: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let process = PROCESS.get_or_init(|| format!("{:016x}", rand::random::<u64>()));
@@ -42,15 +25,15 @@ fn new_count_id() -> Arc<str> {
 
 #[derive(Clone)]
 pub struct RedisPool {
-    store: RedisStore,
-    tier: Tier,
+    pub(super) store: RedisStore,
+    pub(super) tier: Tier,
 }
 
 fn store_err(e: StoreError) -> PoolError {
     PoolError::Store(e.to_string())
 }
 
-fn redis_err(e: redis::RedisError) -> PoolError {
+pub(super) fn redis_err(e: redis::RedisError) -> PoolError {
     store_err(unavailable(e))
 }
 
@@ -163,75 +146,6 @@ impl RedisPool {
             other => Err(PoolError::Store(format!(
                 "unexpected admit answer `{other}`"
             ))),
-        }
-    }
-
-    /// Ends a request: a served one adds its usage (its count stays); a refunded one gives
-    /// its named count back (`give_back`, safe to repeat until Redis answers). An uncounted
-    /// request has nothing to give back.
-    pub async fn settle(
-        &self,
-        key_id: &str,
-        account: &str,
-        family: ModelFamily,
-        count_id: Option<&str>,
-        outcome: Outcome,
-    ) -> Result<(), PoolError> {
-        let usage = match (outcome, count_id) {
-            (Outcome::Served(usage), _) => usage,
-            (Outcome::Refund, Some(count_id)) => {
-                return self.give_back(key_id, family, count_id).await.map(|_| ())
-            }
-            (Outcome::Refund, None) => return Ok(()),
-        };
-        self.store
-            .tier_script(&self.store.scripts.settle, &self.tier.name)
-            .arg(key_id)
-            .arg(account)
-            .arg(family.as_str())
-            .arg(count_id.unwrap_or(""))
-            .arg(usage.input_tokens)
-            .arg(usage.output_tokens)
-            .arg(usage.cache_creation_input_tokens)
-            .arg(usage.cache_read_input_tokens)
-            .invoke_async::<i64>(&mut self.store.conn())
-            .await
-            .map(|_| ())
-            .map_err(redis_err)
-    }
-
-    /// Gives a named count back to its window, exactly once however often it is asked: if
-    /// the admission ran, its count comes back (unless it was settled or its window is
-    /// over); if it has not run yet, it refuses itself should it still run (for
-    /// `WITHDRAWN_KEPT`). Tried until Redis answers, for as long as that refusal lasts.
-    pub async fn give_back(
-        &self,
-        key_id: &str,
-        family: ModelFamily,
-        count_id: &str,
-    ) -> Result<GivenBack, PoolError> {
-        let started = std::time::Instant::now();
-        let mut pause = GIVE_BACK_FIRST_PAUSE;
-        loop {
-            let answer = self
-                .store
-                .tier_script(&self.store.scripts.give_back, &self.tier.name)
-                .arg(key_id)
-                .arg(family.as_str())
-                .arg(count_id)
-                .arg(WITHDRAWN_KEPT.as_millis().to_string())
-                .invoke_async::<String>(&mut self.store.conn())
-                .await;
-            match answer {
-                Ok(how) if how == "given_back" => return Ok(GivenBack::Count),
-                Ok(_) => return Ok(GivenBack::Refusal),
-                Err(e) if started.elapsed() + pause < WITHDRAWN_KEPT => {
-                    log::debug!("giving back a count of key {key_id}: {e}; trying again");
-                    actix_rt::time::sleep(pause).await;
-                    pause = (pause * 2).min(GIVE_BACK_MAX_PAUSE);
-                }
-                Err(e) => return Err(redis_err(e)),
-            }
         }
     }
 

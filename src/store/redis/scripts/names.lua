@@ -9,6 +9,7 @@ local function k_limited(tier) return P .. ':limited:' .. tier end
 local function k_cred(tier, account) return P .. ':cred:' .. tier .. ':' .. account end
 local function k_window(id, family) return P .. ':window:' .. id .. ':' .. family end
 local function k_withdrawn(count_id) return P .. ':withdrawn:' .. count_id end
+local function k_settled(settle_id) return P .. ':settled:' .. settle_id end
 local function k_key_usage(id) return P .. ':usage:key:' .. id end
 local function k_account_usage(tier, account) return P .. ':usage:acct:' .. tier .. ':' .. account end
 local function k_refresh_lock() return P .. ':refresh:lock' end
