@@ -10,6 +10,21 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// Triggers that make the store refuse every usage write, as a full disk would.
+const REFUSE_USAGE: &str = "
+    CREATE TRIGGER refuse_key_usage BEFORE INSERT ON key_usage
+        BEGIN SELECT RAISE(ABORT, 'disk full'); END;
+    CREATE TRIGGER refuse_key_usage_update BEFORE UPDATE ON key_usage
+        BEGIN SELECT RAISE(ABORT, 'disk full'); END;
+    CREATE TRIGGER refuse_account_usage BEFORE INSERT ON account_usage
+        BEGIN SELECT RAISE(ABORT, 'disk full'); END;
+    CREATE TRIGGER refuse_account_usage_update BEFORE UPDATE ON account_usage
+        BEGIN SELECT RAISE(ABORT, 'disk full'); END;";
+
+const ALLOW_USAGE: &str = "
+    DROP TRIGGER refuse_key_usage; DROP TRIGGER refuse_key_usage_update;
+    DROP TRIGGER refuse_account_usage; DROP TRIGGER refuse_account_usage_update;";
+
 fn serve() -> (MockUpstream, TestServer, String, String) {
     let (mock, env) = setup("[tiers.high]\nlimits = { sonnet = 50, opus = 10 }\n");
     env.add_account("high", "h1");
@@ -181,5 +196,63 @@ async fn usage_survives_kill_9() {
         server.pool_account("high", "h1").await["usage"],
         want,
         "account usage after kill -9"
+    );
+}
+
+#[actix_rt::test]
+async fn usage_served_while_the_store_refuses_it_is_stored_once_it_takes_writes_again() {
+    let (_mock, mut server, key, id) = serve();
+    let db = rusqlite::Connection::open(server.env.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch(REFUSE_USAGE).unwrap();
+    for _ in 0..3 {
+        assert_eq!(server.send_model(&key, SONNET).await.status, 200);
+    }
+    let want = usage_json(3, 30, 15, 6, 9);
+    assert_totals(&server, &id, &want).await;
+    assert!(
+        server
+            .wait_for_log("store write of", Duration::from_secs(5))
+            .is_some(),
+        "the store never refused the usage"
+    );
+    // Long enough for the writer to try again a few times.
+    sleep(Duration::from_millis(400)).await;
+    db.execute_batch(ALLOW_USAGE).unwrap();
+    // The writer tries the held usage again by itself (its wait is at most a few seconds).
+    let stored = wait_until(Duration::from_secs(10), || {
+        db.query_row(
+            "SELECT requests FROM key_usage WHERE key_id = ?1",
+            [&id],
+            |r| r.get::<_, i64>(0),
+        )
+        .ok()
+    });
+    assert_eq!(
+        stored,
+        Some(3),
+        "the usage on disk once the store takes writes"
+    );
+    assert!(server
+        .wait_for_log("store writes succeed again", Duration::from_secs(5))
+        .is_some());
+    let refusals = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("write-behind changes to retry"))
+        .count();
+    assert_eq!(refusals, 1, "one error line per outage, not per attempt");
+    // On disk by itself: a kill -9 loses none of it.
+    server.kill9();
+    server.start_again();
+    assert_eq!(
+        server.key_view(&id).await["usage"],
+        want,
+        "key usage after restart"
+    );
+    assert_eq!(
+        server.pool_account("high", "h1").await["usage"],
+        want,
+        "account usage after restart"
     );
 }

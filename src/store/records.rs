@@ -81,7 +81,8 @@ pub struct BlacklistEntry {
     pub since: Millis,
 }
 
-/// One change for the writer. Every variant is idempotent, so replaying is harmless.
+/// One change for the writer. A batch of them is one transaction: a failed batch wrote
+/// nothing, so writing its changes again (usage additions included) counts nothing twice.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     InsertKey(KeyRecord),
@@ -139,6 +140,27 @@ pub enum WriteOp {
         lock_until: Millis,
         paused_until: Millis,
     },
+}
+
+impl WriteOp {
+    /// The variant's name, for logs that count changes without showing them.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WriteOp::InsertKey(_) => "InsertKey",
+            WriteOp::SetKeyStatus { .. } => "SetKeyStatus",
+            WriteOp::Bind { .. } => "Bind",
+            WriteOp::Unbind { .. } => "Unbind",
+            WriteOp::SetWindow { .. } => "SetWindow",
+            WriteOp::AddKeyUsage { .. } => "AddKeyUsage",
+            WriteOp::AddAccountUsage { .. } => "AddAccountUsage",
+            WriteOp::Blacklist { .. } => "Blacklist",
+            WriteOp::Unblacklist { .. } => "Unblacklist",
+            WriteOp::SetCredential { .. } => "SetCredential",
+            WriteOp::ForgetAccount { .. } => "ForgetAccount",
+            WriteOp::SetRefreshState { .. } => "SetRefreshState",
+            WriteOp::SetRefreshTimers { .. } => "SetRefreshTimers",
+        }
+    }
 }
 
 /// An account's refresh history, kept so a restart keeps honouring cooldowns and caps.

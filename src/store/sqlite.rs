@@ -292,7 +292,10 @@ impl SqliteStore {
     }
 
     /// Applies a batch in one transaction: all of it lands, or none.
-    pub fn apply(&mut self, ops: &[WriteOp]) -> Result<(), StoreError> {
+    pub fn apply<'a>(
+        &mut self,
+        ops: impl IntoIterator<Item = &'a WriteOp>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for op in ops {
             apply_one(&tx, op)?;
