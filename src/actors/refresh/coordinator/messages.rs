@@ -128,23 +128,22 @@ impl Handler<NextAttempt> for RefreshCoordinator {
         self.tick(ctx);
         let id = (msg.tier, msg.account);
         let local = self.next_attempt(&id, now_ms());
-        let Backend::Redis(store) = &self.backend else {
+        let Some(reader) = super::shared_view::SharedReader::of(self) else {
             return Box::pin(async move { local });
         };
         // Another instance's cooldown or lock may hold the attempt back longer than this
         // instance knows: the client's retry-after comes from the shared state.
-        let store = store.clone();
-        let failure_window = Self::ms(self.cfg.failure_window);
-        let max_failures = self.cfg.max_failures as usize;
         Box::pin(async move {
-            let shared = store
-                .shared_refresh(std::slice::from_ref(&id), now_ms(), failure_window)
-                .await;
-            match shared {
+            match reader.read(std::slice::from_ref(&id)).await {
                 Ok(shared) => {
                     let global = shared.lock_until.max(shared.paused_until);
                     shared.accounts.first().and_then(|state| {
-                        super::shared_view::shared_next_attempt(local, global, state, max_failures)
+                        super::shared_view::shared_next_attempt(
+                            local,
+                            global,
+                            state,
+                            reader.max_failures,
+                        )
                     })
                 }
                 Err(_) => local,

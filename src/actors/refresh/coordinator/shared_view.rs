@@ -3,8 +3,39 @@
 //! The plan (timers, next account, in flight) stays this instance's own.
 
 use super::view::RefreshView;
+use super::{AccountId, RefreshCoordinator};
+use crate::clock::now_ms;
 use crate::domain::Millis;
-use crate::store::redis::{SharedAccountRefresh, SharedRefresh};
+use crate::store::redis::{RedisStore, SharedAccountRefresh, SharedRefresh};
+use crate::store::{Backend, StoreError};
+
+/// What reading the shared refresh state takes, taken from the coordinator so the read runs
+/// outside it (the coordinator keeps planning while Redis answers).
+pub(super) struct SharedReader {
+    store: RedisStore,
+    failure_window: Millis,
+    pub max_failures: usize,
+}
+
+impl SharedReader {
+    /// None on the embedded store, where this instance's memory is the whole state.
+    pub fn of(coordinator: &RefreshCoordinator) -> Option<SharedReader> {
+        let Backend::Redis(store) = &coordinator.backend else {
+            return None;
+        };
+        Some(SharedReader {
+            store: store.clone(),
+            failure_window: RefreshCoordinator::ms(coordinator.cfg.failure_window),
+            max_failures: coordinator.cfg.max_failures as usize,
+        })
+    }
+
+    pub async fn read(&self, accounts: &[AccountId]) -> Result<SharedRefresh, StoreError> {
+        self.store
+            .shared_refresh(accounts, now_ms(), self.failure_window)
+            .await
+    }
+}
 
 /// `shared.accounts` must be in the order of `view.accounts` (they were read for them).
 pub(super) fn merge(

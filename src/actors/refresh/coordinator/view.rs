@@ -37,21 +37,17 @@ impl Handler<ViewRefresh> for RefreshCoordinator {
 
     fn handle(&mut self, _: ViewRefresh, _: &mut Context<Self>) -> Self::Result {
         let local = self.local_view(now_ms());
-        let Backend::Redis(store) = &self.backend else {
+        let Some(reader) = shared_view::SharedReader::of(self) else {
             return Box::pin(async move { local });
         };
-        let store = store.clone();
-        let failure_window = Self::ms(self.cfg.failure_window);
-        let max_failures = self.cfg.max_failures as usize;
-        // Read outside the actor: the coordinator keeps planning while Redis answers.
         Box::pin(async move {
             let ids: Vec<AccountId> = local
                 .accounts
                 .iter()
                 .map(|a| (a.tier.clone(), a.account.clone()))
                 .collect();
-            match store.shared_refresh(&ids, now_ms(), failure_window).await {
-                Ok(shared) => shared_view::merge(local, shared, max_failures),
+            match reader.read(&ids).await {
+                Ok(shared) => shared_view::merge(local, shared, reader.max_failures),
                 Err(e) => {
                     // The admin call must not fail for it: this instance's memory is the best left.
                     log::warn!("refresh view shows this instance's state only: {e}");
