@@ -136,6 +136,23 @@ mod tests {
         out.iter().map(|q| &q.op).collect()
     }
 
+    /// Folded to two changes: the window of count `window_count`, and one usage addition.
+    fn assert_one_window_and_summed_usage(
+        out: &[Queued],
+        window_count: u32,
+        input_tokens: u64,
+        requests: u64,
+    ) {
+        assert_eq!(out.len(), 2);
+        assert!(ops(out).iter().any(
+            |o| matches!(o, WriteOp::SetWindow { window, .. } if window.count == window_count)
+        ));
+        assert!(ops(out)
+            .iter()
+            .any(|o| matches!(o, WriteOp::AddKeyUsage { usage, .. }
+            if usage.input_tokens == input_tokens && usage.requests == requests)));
+    }
+
     #[test]
     fn keeps_the_last_window_and_sums_usage() {
         let out = coalesce(behind(vec![
@@ -144,11 +161,7 @@ mod tests {
             window(2),
             key_usage(4),
         ]));
-        assert_eq!(out.len(), 2);
-        assert!(ops(&out)
-            .iter()
-            .any(|o| matches!(o, WriteOp::SetWindow { window, .. } if window.count == 2)));
-        assert!(ops(&out).iter().any(|o| matches!(o, WriteOp::AddKeyUsage { usage, .. } if usage.input_tokens == 7 && usage.requests == 2)));
+        assert_one_window_and_summed_usage(&out, 2, 7, 2);
     }
 
     #[test]
@@ -159,11 +172,7 @@ mod tests {
             held.into_iter()
                 .chain(behind(vec![window(2), key_usage(4)])),
         );
-        assert_eq!(out.len(), 2);
-        assert!(ops(&out)
-            .iter()
-            .any(|o| matches!(o, WriteOp::SetWindow { window, .. } if window.count == 2)));
-        assert!(ops(&out).iter().any(|o| matches!(o, WriteOp::AddKeyUsage { usage, .. } if usage.input_tokens == 7 && usage.requests == 2)));
+        assert_one_window_and_summed_usage(&out, 2, 7, 2);
     }
 
     #[test]
