@@ -2,6 +2,7 @@
 //! the live state in memory and hand every change to the writer, so a request never waits on
 //! disk except for the rare changes that must be durable before they are acknowledged.
 
+pub mod backoff;
 pub mod records;
 pub mod redis;
 pub mod sqlite;

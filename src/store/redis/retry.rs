@@ -7,6 +7,7 @@
 //! shutdown every waiting write is sent again at once, for a few seconds (`last_call`).
 //! Every write given up is logged here, with what it carried.
 
+use crate::store::backoff::retry_after;
 use parking_lot::Mutex;
 use redis::{RedisError, RetryMethod};
 use std::future::Future;
@@ -16,8 +17,6 @@ use tokio::sync::watch;
 
 /// How long a write is sent again. Whatever makes it once-only in Redis must outlive this.
 pub(super) const RETRY_HORIZON: Duration = Duration::from_secs(600);
-const FIRST_PAUSE: Duration = Duration::from_millis(100);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// Writes waiting for Redis at once (each holds a few hundred bytes); more are dropped.
 const MAX_WAITING: usize = 10_000;
 /// At shutdown, the pause between sends (a first one may meet a connection Redis dropped).
@@ -110,7 +109,8 @@ impl WaitingWrites {
         F: Future<Output = Result<T, RedisError>>,
     {
         let started = Instant::now();
-        let mut pause = FIRST_PAUSE;
+        let mut failures = 1;
+        let mut pause = retry_after(failures);
         let mut shutdown = self.0.last_call.subscribe();
         loop {
             let last_call = *shutdown.borrow_and_update();
@@ -119,7 +119,10 @@ impl WaitingWrites {
                 Some(_) => {}
                 None if started.elapsed() + pause >= RETRY_HORIZON => return Err(error),
                 None => tokio::select! {
-                    _ = actix_rt::time::sleep(pause) => pause = (pause * 2).min(MAX_PAUSE),
+                    _ = actix_rt::time::sleep(pause) => {
+                        failures += 1;
+                        pause = retry_after(failures);
+                    }
                     _ = shutdown.changed() => {}
                 },
             }

@@ -3,14 +3,12 @@
 //! dropping them would leave the totals on disk short of those in memory. Changes a caller
 //! waited for were reported as failed and undone by that caller: those are never held.
 
+use crate::store::backoff::retry_after;
+#[cfg(test)]
+use crate::store::backoff::FIRST_RETRY;
 use crate::store::WriteOp;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-/// The first retry after a failure; each further failure doubles the wait up to `LAST_RETRY`,
-/// so a full disk does not keep the writer spinning.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const LAST_RETRY: Duration = Duration::from_secs(5);
+use std::time::Instant;
 
 /// Held changes are folded per key and account, so they stay small; only the rare changes
 /// that cannot be folded (refresh records, blacklist entries, …) grow during a long outage.
@@ -75,7 +73,7 @@ impl Held {
         });
         outage.failures += 1;
         outage.last_error = error.to_string();
-        outage.retry_at = now + backoff(outage.failures);
+        outage.retry_at = now + retry_after(outage.failures);
         if outage.failures == 1 {
             log::error!(
                 "store write of {changes} changes failed: {error}; holding {} write-behind changes \
@@ -118,11 +116,6 @@ impl Held {
     }
 }
 
-fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    (FIRST_RETRY * 2u32.pow(doublings)).min(LAST_RETRY)
-}
-
 /// "3 SetRefreshState, 1 Unbind": what a list of changes holds, for the log.
 fn kinds(ops: &[WriteOp]) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -139,13 +132,6 @@ fn kinds(ops: &[WriteOp]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_backoff_doubles_from_100ms_to_5s() {
-        let waits: Vec<u128> = (1..=9).map(|f| backoff(f).as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
-        assert_eq!(backoff(u32::MAX), LAST_RETRY);
-    }
 
     fn unbind(i: usize) -> WriteOp {
         WriteOp::Unbind {
