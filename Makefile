@@ -27,7 +27,7 @@ bench-deps:
 		echo "nginx-light could not be installed; the bench runs without it"
 
 bench: build bench-deps
-	$(CARGO) build --release --example mock_upstream --example bench
+	$(CARGO) build --release --example mock_upstream --example stack_floor --example bench
 	ulimit -n $$(ulimit -Hn) 2>/dev/null; $(CARGO) run --release --example bench -- $(ARGS)
 
 keygen: build
