@@ -4,16 +4,13 @@
 use super::json_scan::{fields, top_level_field};
 use crate::store::Usage;
 use bytes::Bytes;
-use memchr::memmem;
-use serde::Deserialize;
-use std::sync::LazyLock;
 
 /// A line longer than this cannot be a usage event; it is skipped, not buffered.
 const MAX_EVENT_LINE: usize = 256 * 1024;
 /// JSON answers larger than this are not parsed for usage.
 const MAX_JSON_BODY: usize = 8 * 1024 * 1024;
 
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct UsageFields {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
@@ -42,32 +39,24 @@ impl JsonBody {
                 &joined
             }
         };
-        let mut usage = UsageFields::default();
-        for (name, value) in fields(top_level_field(body, "usage")?) {
-            let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-            match name {
-                b"input_tokens" => usage.input_tokens = n,
-                b"output_tokens" => usage.output_tokens = n,
-                b"cache_creation_input_tokens" => usage.cache_creation_input_tokens = n,
-                b"cache_read_input_tokens" => usage.cache_read_input_tokens = n,
-                _ => {}
-            }
-        }
-        Some(usage)
+        top_level_field(body, "usage").map(usage_fields)
     }
 }
 
-#[derive(Deserialize)]
-struct MessageFields {
-    usage: Option<UsageFields>,
-}
-
-#[derive(Deserialize)]
-struct EventFields {
-    #[serde(rename = "type")]
-    kind: String,
-    message: Option<MessageFields>,
-    usage: Option<UsageFields>,
+/// The four counts of a `usage` object's raw text (a count that is not a number is absent).
+fn usage_fields(usage: &[u8]) -> UsageFields {
+    let mut counts = UsageFields::default();
+    for (name, value) in fields(usage) {
+        let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        match name {
+            b"input_tokens" => counts.input_tokens = n,
+            b"output_tokens" => counts.output_tokens = n,
+            b"cache_creation_input_tokens" => counts.cache_creation_input_tokens = n,
+            b"cache_read_input_tokens" => counts.cache_read_input_tokens = n,
+            _ => {}
+        }
+    }
+    counts
 }
 
 fn overlay(total: &mut Usage, u: &UsageFields) {
@@ -179,24 +168,29 @@ fn feed_sse(line: &mut Vec<u8>, skipping: &mut bool, total: &mut Usage, mut chun
     }
 }
 
-/// Finders for the two usage events' names, built once (building one per line was the
-/// largest per-event cost of a stream).
-static USAGE_EVENTS: LazyLock<[memmem::Finder<'static>; 2]> = LazyLock::new(|| {
-    [
-        memmem::Finder::new(b"message_start"),
-        memmem::Finder::new(b"message_delta"),
-    ]
-});
+/// The two events that carry usage; every other event is passed by unread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UsageEvent {
+    MessageStart,
+    MessageDelta,
+}
 
-/// Whether an event's data may carry usage: read from its leading `"type"` field (where
-/// Claude puts it), else from a search of its first bytes.
-fn may_carry_usage(data: &[u8]) -> bool {
-    match fields(data).next() {
-        Some((b"type", kind)) => kind == b"\"message_start\"" || kind == b"\"message_delta\"",
-        _ => {
-            let head = &data[..data.len().min(64)];
-            USAGE_EVENTS.iter().any(|f| f.find(head).is_some())
-        }
+/// Which usage event an event's data is, if any. Claude writes `{"type":"…"` first: that is
+/// read in place (a few compares per event, most of a stream's events being deltas); data
+/// written any other way is read field by field.
+fn usage_event(data: &[u8]) -> Option<UsageEvent> {
+    const START: &[u8] = b"message_start\"";
+    const DELTA: &[u8] = b"message_delta\"";
+    let data = data.strip_prefix(b" ").unwrap_or(data);
+    // The name and its closing quote: `"message_start"`, never a longer name.
+    let kind = match data.strip_prefix(br#"{"type":""#) {
+        Some(rest) => rest.get(..START.len())?,
+        None => top_level_field(data, "type")?.strip_prefix(b"\"")?,
+    };
+    match kind {
+        START => Some(UsageEvent::MessageStart),
+        DELTA => Some(UsageEvent::MessageDelta),
+        _ => None,
     }
 }
 
@@ -204,19 +198,15 @@ fn read_event_line(line: &[u8], total: &mut Usage) {
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
-    if !may_carry_usage(data) {
-        return;
-    }
-    let Ok(event) = serde_json::from_slice::<EventFields>(data) else {
-        return;
+    let usage = match usage_event(data) {
+        None => return,
+        Some(UsageEvent::MessageStart) => {
+            top_level_field(data, "message").and_then(|m| top_level_field(m, "usage"))
+        }
+        Some(UsageEvent::MessageDelta) => top_level_field(data, "usage"),
     };
-    let fields = match event.kind.as_str() {
-        "message_start" => event.message.and_then(|m| m.usage),
-        "message_delta" => event.usage,
-        _ => None,
-    };
-    if let Some(u) = fields {
-        overlay(total, &u);
+    if let Some(usage) = usage {
+        overlay(total, &usage_fields(usage));
     }
 }
 
@@ -286,5 +276,67 @@ mod tests {
             b"\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\n",
         ));
         assert_eq!(r.finish().output_tokens, 2);
+    }
+
+    /// One event's data line, its fields in the given order, `gap` after each `:` and `,`.
+    fn event_line(parts: &[(String, String)], gap: &str) -> String {
+        let body: Vec<String> = parts
+            .iter()
+            .map(|(k, v)| format!("{}:{gap}{v}", serde_json::to_string(k).unwrap()))
+            .collect();
+        format!("data: {{{}}}\n\n", body.join(&format!(",{gap}")))
+    }
+
+    proptest::proptest! {
+        /// Whatever else an event holds and wherever `type` stands, the counts read are
+        /// the ones a full parse of the event finds.
+        #[test]
+        fn usage_events_read_as_a_full_parse_does(
+            counts in proptest::array::uniform4(proptest::option::of(0u64..u64::MAX)),
+            decoys in proptest::collection::vec(
+                ("x_[a-z]{0,8}", crate::upstream::json_scan::tests::any_json()), 0..4),
+            start in proptest::bool::ANY,
+            type_first in proptest::bool::ANY,
+            spaced in proptest::bool::ANY,
+        ) {
+            let names = ["input_tokens", "output_tokens", "cache_creation_input_tokens",
+                "cache_read_input_tokens"];
+            let usage: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .zip(counts)
+                .filter_map(|(n, c)| Some((n.to_string(), c?.into())))
+                .collect();
+            let usage = serde_json::Value::Object(usage).to_string();
+            let mut parts: Vec<(String, String)> = decoys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect();
+            let (kind, carrier) = if start {
+                parts.push(("usage".into(), usage));
+                let message = event_line(&parts, "");
+                let message = message["data: ".len()..].trim_end().to_string();
+                ("message_start", vec![("message".to_string(), message)])
+            } else {
+                parts.push(("usage".into(), usage));
+                ("message_delta", parts)
+            };
+            let mut event = carrier;
+            let kind = ("type".to_string(), format!("\"{kind}\""));
+            if type_first { event.insert(0, kind) } else { event.push(kind) }
+            let line = event_line(&event, if spaced { " " } else { "" });
+
+            let mut r = UsageReader::for_content_type(Some("text/event-stream"));
+            r.feed(&Bytes::from(line.clone()));
+            let read = r.finish();
+            let parsed: serde_json::Value = serde_json::from_str(&line["data: ".len()..]).unwrap();
+            let usage = if start { &parsed["message"]["usage"] } else { &parsed["usage"] };
+            let want = |n: &str| usage[n].as_u64().unwrap_or(0);
+            proptest::prop_assert_eq!(
+                (read.input_tokens, read.output_tokens,
+                 read.cache_creation_input_tokens, read.cache_read_input_tokens),
+                (want(names[0]), want(names[1]), want(names[2]), want(names[3])),
+                "{}", line
+            );
+        }
     }
 }
