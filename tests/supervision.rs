@@ -22,6 +22,7 @@ async fn a_crashed_refresh_coordinator_restarts_and_keeps_refreshing() {
         &[],
         &[("CLAUDE_ROUTE_FAILPOINT", "refresh-coordinator-panic")],
     );
+    let threads_before = actor_threads(run.pid());
 
     let restarted = run.wait_for_log(
         "refresh coordinator stopped unexpectedly",
@@ -50,6 +51,8 @@ async fn a_crashed_refresh_coordinator_restarts_and_keeps_refreshing() {
         1,
         "`first` was refreshed again after the restart"
     );
+    // The new incarnation moved into the crashed one's thread instead of starting another.
+    assert_eq!(actor_threads(run.pid()), threads_before);
 
     // The admin view answers from the new incarnation.
     let status = common::request(
@@ -61,6 +64,18 @@ async fn a_crashed_refresh_coordinator_restarts_and_keeps_refreshing() {
     .await;
     assert_eq!(status.status, 200, "{}", status.text());
     assert!(status.json()["refresh"]["timers"].as_u64().is_some());
+}
+
+/// The process's actor threads (actix arbiters: `actix-rt|system:0|arbiter:N`, cut to 15
+/// characters by the kernel).
+fn actor_threads(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let count = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("actix-rt|system"))
+        .count();
+    assert!(count > 0, "no actor thread found in /proc/{pid}/task");
+    count
 }
 
 fn admin_headers() -> [(&'static str, &'static str); 2] {

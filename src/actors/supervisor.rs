@@ -213,12 +213,13 @@ fn load_redis(config: &Config, tiers: &HashMap<String, Tier>) -> Result<Loaded, 
     })
 }
 
-/// A refresh coordinator on an arbiter of its own, its state read from the store, its
+/// A refresh coordinator on its own thread, its state read from the store, its
 /// accounts' expiries read from the pools.
 fn start_coordinator(
     config: &Arc<Config>,
     pools: &PoolAddrs,
     backend: &Backend,
+    thread: &ActorThread,
 ) -> Addr<RefreshCoordinator> {
     let (saved, timers) = match (backend, config.sqlite_path()) {
         (Backend::Embedded(_), Some(path)) => {
@@ -242,7 +243,7 @@ fn start_coordinator(
         saved,
         timers,
     );
-    let addr = RefreshCoordinator::start_in_arbiter(&Arbiter::new().handle(), move |_| coordinator);
+    let addr = RefreshCoordinator::start_in_arbiter(&thread.handle(), move |_| coordinator);
     let (pools, target) = (pools.clone(), addr.clone());
     actix::spawn(async move {
         let mut accounts = Vec::new();
@@ -257,11 +258,13 @@ fn start_coordinator(
     addr
 }
 
-/// The thread every tier's pool actor runs on, started again should a panic have ended it.
+/// The thread a supervised actor runs on. A restarted incarnation moves into the same
+/// thread (a panic ends the actor, not its thread); a new thread is started only should the
+/// old one have ended, so restarts leave no idle threads behind.
 #[derive(Clone, Default)]
-struct PoolThread(std::rc::Rc<std::cell::RefCell<Option<ArbiterHandle>>>);
+struct ActorThread(std::rc::Rc<std::cell::RefCell<Option<ArbiterHandle>>>);
 
-impl PoolThread {
+impl ActorThread {
     fn handle(&self) -> ArbiterHandle {
         let mut current = self.0.borrow_mut();
         match current.as_ref() {
@@ -287,7 +290,7 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     };
     let backend = loaded.backend;
 
-    let pool_thread = PoolThread::default();
+    let pool_thread = ActorThread::default();
     let mut handles = foldhash::HashMap::default();
     for (name, pool) in loaded.pools {
         let (thread, backend) = (pool_thread.clone(), pool.clone());
@@ -330,19 +333,21 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
     let config = Arc::new(config);
     let refresher = {
         let (config, pools, backend) = (config.clone(), pools.clone(), backend.clone());
+        let thread = ActorThread::default();
         supervise("refresh coordinator", move || {
-            start_coordinator(&config, &pools, &backend)
+            start_coordinator(&config, &pools, &backend, &thread)
         })
     };
     let (sync_config, sync_pools, sync_refresher) =
         (config.clone(), pools.clone(), refresher.clone());
+    let sync_thread = ActorThread::default();
     let syncer = supervise("sync actor", move || {
         let (config, pools, refresher) = (
             sync_config.clone(),
             sync_pools.clone(),
             sync_refresher.clone(),
         );
-        SyncActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        SyncActor::start_in_arbiter(&sync_thread.handle(), move |_| {
             SyncActor::new(config, pools, refresher)
         })
     });
