@@ -438,6 +438,53 @@ async fn readyz_follows_redis() {
     }
 }
 
+/// While Redis is down the expired-key sweep is skipped, and the log says so once per
+/// outage, not once per sweep; the first sweep Redis answers again is logged.
+#[actix_rt::test]
+async fn a_redis_outage_is_logged_once_by_the_key_sweep() {
+    let mut redis = RedisServer::own();
+    let mock = MockUpstream::start();
+    let accounts = SharedAccounts::new();
+    accounts.add_account("high", "h1");
+    let toml = format!("{TIER_TOML}[keys]\nsweep_interval = \"50ms\"\n");
+    let server = start_instance(&mock, &redis, &accounts, &toml);
+    assert!(wait_pool_accounts(&server, "high", &["h1"], Duration::from_secs(10)).await);
+    let skipped = |server: &TestServer| {
+        server
+            .logs_since_start()
+            .iter()
+            .filter(|l| l.contains("key sweep skipped while Redis does not answer"))
+            .count()
+    };
+    let resumed = |server: &TestServer| {
+        server
+            .logs_since_start()
+            .iter()
+            .any(|l| l.contains("key sweep resumed"))
+    };
+
+    redis.stop();
+    let first_skip = wait_until(Duration::from_secs(5), || {
+        (skipped(&server) > 0).then_some(())
+    });
+    assert!(
+        first_skip.is_some(),
+        "no sweep was skipped while Redis was down"
+    );
+    // Twenty more sweeps' worth of outage.
+    sleep(Duration::from_millis(1000)).await;
+    assert_eq!(skipped(&server), 1, "{:#?}", server.logs_since_start());
+    assert!(!resumed(&server));
+
+    redis.start_again();
+    assert!(
+        wait_until(Duration::from_secs(5), || resumed(&server).then_some(())).is_some(),
+        "the sweep never said Redis answers again: {:#?}",
+        server.logs_since_start()
+    );
+    assert_eq!(skipped(&server), 1);
+}
+
 /// Redis hangs (SIGSTOP: connections stay open, nothing is answered) under load: every
 /// request gets 503 `store unavailable` within the 1 s response timeout (never a hang) and
 /// nothing reaches Claude; when Redis resumes with its data, the same keys are served again

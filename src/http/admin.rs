@@ -187,7 +187,7 @@ fn check_filter(svc: &Services, filter: &KeyFilter) -> Result<(), ApiError> {
 }
 
 fn store_error(e: crate::store::StoreError) -> ApiError {
-    ApiError::Pool(crate::actors::pool::PoolError::Store(e.to_string()))
+    ApiError::Pool(e.into())
 }
 
 /// Every key: this instance's cache, or Redis, which every instance shares.

@@ -80,7 +80,6 @@ impl From<KeyError> for ApiError {
             KeyError::Pool(PoolError::UnknownAccount { .. }) => ApiError::NotFound(e.to_string()),
             KeyError::Pool(PoolError::AccountFull { .. }) => ApiError::Conflict(e.to_string()),
             KeyError::Pool(p) => ApiError::Pool(p),
-            KeyError::Store(s) => ApiError::Pool(PoolError::Store(s)),
         }
     }
 }
@@ -143,6 +142,7 @@ impl ApiError {
             ApiError::Pool(PoolError::TokenExpired { .. }) => {
                 format!("{self}; a refresh is pending, retry shortly")
             }
+            ApiError::Pool(PoolError::Store(_)) => format!("{self}; retry in a few seconds"),
             _ => self.to_string(),
         }
     }

@@ -128,7 +128,7 @@ async fn authenticate(req: &HttpRequest, svc: &Services) -> Result<Arc<KeyRecord
             let record = store
                 .key_by_digest(&key.digest())
                 .await
-                .map_err(|e| ApiError::Pool(PoolError::Store(e.to_string())))?
+                .map_err(|e| ApiError::Pool(e.into()))?
                 .ok_or(ApiError::Unauthorized)?;
             svc.keys.insert(record);
             Ok(svc.keys.authenticate(&key, now_ms())?)

@@ -7,7 +7,9 @@ use crate::clock::now_ms;
 use crate::domain::{valid_account_name, Tier};
 use crate::store::{Backend, KeyRecord, KeyStatus};
 use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ pub struct KeyRegistry {
     pools: PoolAddrs,
     tiers: Arc<HashMap<String, Tier>>,
     sweep_interval: Duration,
+    /// Redis did not answer the last sweep: said once per outage, not once per sweep.
+    sweep_failing: Rc<Cell<bool>>,
 }
 
 impl KeyRegistry {
@@ -33,6 +37,7 @@ impl KeyRegistry {
             pools,
             tiers,
             sweep_interval,
+            sweep_failing: Rc::default(),
         }
     }
 }
@@ -91,7 +96,7 @@ impl Handler<CreateKey> for KeyRegistry {
                 pool.do_send(Release {
                     key_id: record.id.clone(),
                 });
-                return Err(KeyError::Store(e.to_string()));
+                return Err(e.into());
             }
             log::info!(
                 "key created: {} tier={} id={}{}",
@@ -127,8 +132,7 @@ impl Handler<RevokeKey> for KeyRegistry {
                 // Made by another instance sharing Redis.
                 (None, Backend::Redis(store)) => store
                     .key_by_id(&msg.id)
-                    .await
-                    .map_err(|e| KeyError::Store(e.to_string()))?
+                    .await?
                     .map(|mut r| {
                         r.status = KeyStatus::Revoked;
                         Arc::new(r)
@@ -138,8 +142,7 @@ impl Handler<RevokeKey> for KeyRegistry {
             };
             backend
                 .set_key_status(&record.tier, &record.id, KeyStatus::Revoked)
-                .await
-                .map_err(|e| KeyError::Store(e.to_string()))?;
+                .await?;
             if let Some(pool) = pools.get(&record.tier) {
                 pool.addr().do_send(Release {
                     key_id: record.id.clone(),
@@ -157,15 +160,25 @@ impl Handler<SweepExpired> for KeyRegistry {
     fn handle(&mut self, _: SweepExpired, _: &mut Context<Self>) -> Self::Result {
         let (cache, backend, pools) =
             (self.cache.clone(), self.backend.clone(), self.pools.clone());
+        let failing = self.sweep_failing.clone();
         Box::pin(async move {
             let now = now_ms();
             // With Redis, keys made by other instances expire here too.
             let records: Vec<Arc<KeyRecord>> = match &backend {
                 Backend::Embedded(_) => cache.all(),
                 Backend::Redis(store) => match store.list_keys().await {
-                    Ok(keys) => keys.into_iter().map(Arc::new).collect(),
+                    Ok(keys) => {
+                        if failing.replace(false) {
+                            log::info!("key sweep resumed: Redis answers again");
+                        }
+                        keys.into_iter().map(Arc::new).collect()
+                    }
                     Err(e) => {
-                        log::warn!("key sweep skipped: {e}");
+                        if failing.replace(true) {
+                            log::debug!("key sweep skipped: {e}");
+                        } else {
+                            log::warn!("key sweep skipped while Redis does not answer: {e}");
+                        }
                         return;
                     }
                 },

@@ -16,8 +16,12 @@ pub enum KeyError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("store unavailable: {0}")]
-    Store(String),
+}
+
+impl From<crate::store::StoreError> for KeyError {
+    fn from(e: crate::store::StoreError) -> KeyError {
+        KeyError::Pool(e.into())
+    }
 }
 
 pub struct CreatedKey {

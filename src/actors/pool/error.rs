@@ -38,3 +38,15 @@ pub enum PoolError {
     #[error("key expired")]
     KeyExpired,
 }
+
+/// The store's cause, under the pool's one "store unavailable:" prefix (not two).
+impl From<crate::store::StoreError> for PoolError {
+    fn from(e: crate::store::StoreError) -> PoolError {
+        use crate::store::StoreError;
+        PoolError::Store(match e {
+            StoreError::Unavailable(why) => why,
+            StoreError::Sqlite(e) => e.to_string(),
+            StoreError::Corrupt(why) => format!("stored data is corrupt: {why}"),
+        })
+    }
+}

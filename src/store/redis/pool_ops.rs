@@ -6,7 +6,7 @@ use super::{unavailable, RedisStore};
 use crate::actors::pool::{AccountView, Admission, PoolError, PoolView, SyncDelta};
 use crate::domain::window::WindowGrant;
 use crate::domain::{Credential, Millis, ModelFamily, Tier};
-use crate::store::{KeyRecord, StoreError, Usage};
+use crate::store::{KeyRecord, Usage};
 use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,12 +29,8 @@ pub struct RedisPool {
     pub(super) tier: Tier,
 }
 
-fn store_err(e: StoreError) -> PoolError {
-    PoolError::Store(e.to_string())
-}
-
 pub(super) fn redis_err(e: redis::RedisError) -> PoolError {
-    store_err(unavailable(e))
+    unavailable(e).into()
 }
 
 fn parse_err(e: impl std::fmt::Display) -> PoolError {
@@ -248,7 +244,7 @@ impl RedisPool {
             .store
             .write_credential(&self.tier.name, account, c)
             .await
-            .map_err(store_err)?;
+            .map_err(PoolError::from)?;
         Ok(stored)
     }
 
@@ -345,8 +341,8 @@ impl RedisPool {
                 .store
                 .binding_of(&self.tier.name, id)
                 .await
-                .map_err(store_err)?;
-            let usage = self.store.key_usage(id).await.map_err(store_err)?;
+                .map_err(PoolError::from)?;
+            let usage = self.store.key_usage(id).await.map_err(PoolError::from)?;
             out.push((account, usage));
         }
         Ok(out)
