@@ -347,6 +347,31 @@ async fn create_key_rejects_bad_input_clearly() {
     assert_eq!(keys_list(&server, "").await.len(), 1);
 }
 
+/// A fixed key whose slot the store refuses to write (a trigger stands in for a full disk)
+/// is not created, and its slot is not held in memory: once the disk takes writes again the
+/// same account takes the key.
+#[actix_rt::test]
+async fn a_fixed_key_the_store_refuses_keeps_no_slot() {
+    let (_mock, server) = start_with_accounts("[tiers.supreme]\nslots = 1\n", &[("supreme", "s1")]);
+    let db = rusqlite::Connection::open(server.env.db_path()).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_bindings BEFORE INSERT ON bindings \
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    let body = json!({"tier": "supreme", "account": "s1"});
+    let res = call(&server, "POST", "/admin/keys", Some(body.clone())).await;
+    res.assert_error(503, "api_error", "store unavailable");
+    assert_eq!(server.pool_account("supreme", "s1").await["slots_used"], 0);
+    assert!(keys_list(&server, "").await.is_empty());
+
+    db.execute_batch("DROP TRIGGER refuse_bindings;").unwrap();
+    let res = call(&server, "POST", "/admin/keys", Some(body)).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(server.pool_account("supreme", "s1").await["slots_used"], 1);
+}
+
 #[actix_rt::test]
 async fn list_show_and_revoke_keys() {
     let (_mock, server) = start_with_accounts("", &[("trial", "a1"), ("high", "h1")]);

@@ -199,7 +199,8 @@ async fn an_error_answer_that_cannot_be_read_is_502_and_refunded() {
 }
 
 /// The embedded store refuses the new binding's write (a trigger stands in for a full disk):
-/// the client gets 503 and its request is not counted.
+/// the client gets 503, its request is not counted, and the binding is not kept in memory
+/// only: the next request binds again and that binding reaches the disk.
 #[actix_rt::test]
 async fn a_binding_the_store_refuses_is_503_and_refunded() {
     let (_mock, server, key) = serve_high(HIGH_LIMIT_2);
@@ -212,6 +213,13 @@ async fn a_binding_the_store_refuses_is_503_and_refunded() {
     .unwrap();
     let res = server.send_model(&key, SONNET).await;
     res.assert_error(503, "api_error", "store unavailable");
+    let message = res.json()["error"]["message"].as_str().unwrap().to_string();
+    assert_eq!(message.matches("store unavailable").count(), 1, "{message}");
+    assert!(message.ends_with("retry in a few seconds"), "{message}");
     db.execute_batch("DROP TRIGGER refuse_bindings;").unwrap();
     server.assert_sonnet_requests_left(&key, 2).await;
+    let bound: i64 = db
+        .query_row("SELECT COUNT(*) FROM bindings", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(bound, 1, "the key's binding is on disk once it is served");
 }

@@ -49,8 +49,11 @@ fn write_all(writer: &StoreWriter, ops: Vec<WriteOp>) {
     }
 }
 
-/// Lazy changes go now; what is returned resolves once the durable ones are on disk.
+/// Lazy changes go now; what is returned resolves once the durable ones are on disk (`None`:
+/// there are none). A binding the store refuses is taken back in memory too, so memory never holds a
+/// binding the disk lacks.
 pub(super) fn save(
+    state: &SharedPool,
     writer: &StoreWriter,
     changes: Changes,
 ) -> Option<impl Future<Output = Result<(), PoolError>>> {
@@ -59,7 +62,15 @@ pub(super) fn save(
         return None;
     }
     let saved = writer.write_durable(changes.durable);
-    Some(async move { saved.await.map_err(|e| PoolError::Store(e.to_string())) })
+    let binding = changes.binding.map(|b| (state.clone(), b));
+    Some(async move {
+        saved.await.map_err(|e| {
+            if let Some((state, binding)) = binding {
+                state.lock().take_back(&binding);
+            }
+            PoolError::from(e)
+        })
+    })
 }
 
 /// Ends a request in an embedded pool: usage added, or the window given back.
@@ -76,11 +87,12 @@ pub(super) fn settle_in_memory(state: &SharedPool, writer: &StoreWriter, msg: &S
 
 /// The answer, once the durable changes are saved.
 fn answer<T: 'static>(
+    state: &SharedPool,
     writer: &StoreWriter,
     changes: Changes,
     result: Result<T, PoolError>,
 ) -> Response<Result<T, PoolError>> {
-    match save(writer, changes) {
+    match save(state, writer, changes) {
         None => Response::reply(result),
         Some(saved) => Response::fut(async move {
             saved.await?;
@@ -195,7 +207,7 @@ impl Handler<BindFixed> for PoolActor {
             PoolBackend::Embedded { state, writer } => {
                 let bound = state.lock().bind_fixed(&msg.key_id, &msg.account);
                 match bound {
-                    Ok(changes) => answer(writer, changes, Ok(())),
+                    Ok(changes) => answer(state, writer, changes, Ok(())),
                     Err(e) => Response::reply(Err(e)),
                 }
             }

@@ -36,7 +36,7 @@ impl Drop for UnansweredCount {
     }
 }
 
-/// Undoes an embedded admission's count (its binding stays: the key would be bound again).
+/// Undoes an embedded admission's count (a binding it made was taken back by `save`).
 fn give_back(state: &SharedPool, writer: &StoreWriter, key: &KeyRecord, admitted: &Admission) {
     let (Some(family), Some(grant)) = (admitted.family, admitted.grant) else {
         return;
@@ -94,7 +94,7 @@ impl PoolHandle {
         match &self.parts.backend {
             PoolBackend::Embedded { state, writer } => {
                 let (result, changes) = state.lock().admit(key, family, now_ms());
-                if let Some(saved) = save(writer, changes) {
+                if let Some(saved) = save(state, writer, changes) {
                     if let Err(e) = saved.await {
                         // Refused before Claude saw it: the count is given back.
                         if let Ok(admitted) = &result {

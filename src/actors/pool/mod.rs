@@ -9,6 +9,8 @@ mod handle;
 mod messages;
 mod state;
 mod sync;
+#[cfg(test)]
+mod take_back_tests;
 mod view;
 
 pub use actor::{PoolActor, PoolBackend};

@@ -55,6 +55,16 @@ pub struct Admission {
 pub struct Changes {
     pub durable: Vec<WriteOp>,
     pub lazy: Vec<WriteOp>,
+    /// The binding these changes make, taken back in memory if the store refuses them.
+    pub binding: Option<NewBinding>,
+}
+
+/// A binding made in memory whose write is still on its way to the store.
+#[derive(Debug)]
+pub struct NewBinding {
+    key_id: String,
+    account: String,
+    previous: Option<String>,
 }
 
 /// How a request ended, for its window and the usage totals.
@@ -172,22 +182,48 @@ impl PoolState {
     }
 
     fn bind(&mut self, key_id: &str, account: &str, changes: &mut Changes) {
-        if let Some(old) = self
-            .bindings
-            .insert(key_id.to_string(), account.to_string())
-        {
-            if let Some(slot) = self.accounts.get_mut(&old) {
-                slot.keys.remove(key_id);
-            }
-        }
-        if let Some(slot) = self.accounts.get_mut(account) {
-            slot.keys.insert(key_id.to_string());
-        }
+        let previous = self.move_binding(key_id, Some(account));
         changes.durable.push(WriteOp::Bind {
             key_id: key_id.to_string(),
             tier: self.tier.name.clone(),
             account: account.to_string(),
         });
+        changes.binding = Some(NewBinding {
+            key_id: key_id.to_string(),
+            account: account.to_string(),
+            previous,
+        });
+    }
+
+    /// Points a key at `account` (or at none), moving its slot; returns where it was.
+    fn move_binding(&mut self, key_id: &str, account: Option<&str>) -> Option<String> {
+        let previous = match account {
+            Some(account) => self
+                .bindings
+                .insert(key_id.to_string(), account.to_string()),
+            None => self.bindings.remove(key_id),
+        };
+        if let Some(slot) = previous.as_ref().and_then(|old| self.accounts.get_mut(old)) {
+            slot.keys.remove(key_id);
+        }
+        if let Some(slot) = account.and_then(|a| self.accounts.get_mut(a)) {
+            slot.keys.insert(key_id.to_string());
+        }
+        previous
+    }
+
+    /// The store refused a binding's write: memory goes back to what the disk holds, so the
+    /// slot is free again and the key's next request binds (and writes) anew. A binding
+    /// changed again since is left alone.
+    pub fn take_back(&mut self, binding: &NewBinding) {
+        if self.bindings.get(&binding.key_id) != Some(&binding.account) {
+            return;
+        }
+        let previous = binding
+            .previous
+            .as_deref()
+            .filter(|a| self.accounts.contains_key(*a));
+        self.move_binding(&binding.key_id, previous);
     }
 
     /// The account a key's request goes to, binding (or re-binding) it when needed.
@@ -355,11 +391,8 @@ impl PoolState {
 
     /// A key that expired or was revoked gives its slot back.
     pub fn release(&mut self, key_id: &str) -> Vec<WriteOp> {
-        let Some(account) = self.bindings.remove(key_id) else {
+        if self.move_binding(key_id, None).is_none() {
             return Vec::new();
-        };
-        if let Some(slot) = self.accounts.get_mut(&account) {
-            slot.keys.remove(key_id);
         }
         vec![WriteOp::Unbind {
             key_id: key_id.to_string(),
