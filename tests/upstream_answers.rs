@@ -46,6 +46,14 @@ fn assert_window_full(res: &Resp) {
     res.assert_error(429, "rate_limit_error", "Rate limit exceeded for Sonnet");
 }
 
+/// The client hears "expired, retry after N s": N, in seconds.
+fn assert_expired_with_retry_after(res: &Resp) -> i64 {
+    res.assert_error(503, "api_error", "OAuth token has expired");
+    res.header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric retry-after: {:?}", res.headers))
+}
+
 fn assert_untouched(account: &Value) {
     assert_eq!(account["status"], "active", "account touched: {account}");
     assert!(
@@ -329,11 +337,7 @@ async fn a_rate_limited_urgent_refresh_is_503_and_keeps_the_account() {
     );
     mock.push_answer(Answer::error(401, "authentication_error", EXPIRED));
     let res = server.send_model(&key, SONNET).await;
-    res.assert_error(503, "api_error", "OAuth token has expired");
-    let retry_after: i64 = res
-        .header("retry-after")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no numeric retry-after: {:?}", res.headers));
+    let retry_after = assert_expired_with_retry_after(&res);
     assert!(
         (25..=30).contains(&retry_after),
         "retry-after {retry_after} is not the token endpoint's pause"
@@ -341,6 +345,41 @@ async fn a_rate_limited_urgent_refresh_is_503_and_keeps_the_account() {
     assert_eq!(mock.oauth_calls().len(), 1, "one refresh attempt");
     assert_untouched(&server.pool_account("high", "h1").await);
     server.assert_sonnet_requests_left(&key, 2).await;
+}
+
+/// An urgent refresh the rules hold back (here the global lock after another account's
+/// refresh) does not hold the client for the lock's minute: after `urgent_wait` it hears
+/// "expired, retry after" the lock, its request is not counted, the account is kept, and no
+/// refresh breaks the lock.
+#[actix_rt::test]
+async fn an_urgent_refresh_held_back_by_the_lock_is_503_at_once() {
+    let (mock, env) = setup(
+        "[tiers.high]\nlimits = { sonnet = 2 }\n[refresh]\nsuccess_lock = \"1m\"\n\
+         urgent_wait = \"300ms\"\n",
+    );
+    env.add_account("high", "h1");
+    env.add_account("high", "h2");
+    let (key1, _) = keygen_offline(&env, "high", &[]);
+    let (key2, _) = keygen_offline(&env, "high", &[]);
+    let server = TestServer::start(env);
+
+    // h1's token expires: refreshed at once, the request retried; the lock now holds.
+    mock.push_answer(Answer::error(401, "authentication_error", EXPIRED));
+    let res = server.send_model(&key1, SONNET).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_refresh_call(&mock, "h1");
+
+    mock.push_answer(Answer::error(401, "authentication_error", EXPIRED));
+    let res = server.send_model(&key2, SONNET).await;
+    let retry_after = assert_expired_with_retry_after(&res);
+    assert!(
+        (50..=60).contains(&retry_after),
+        "retry-after {retry_after} is not the end of the lock"
+    );
+    assert_eq!(bearers(&mock)[2], access_token("h2"), "key2 is on h2");
+    assert_eq!(mock.oauth_calls().len(), 1, "the lock was kept");
+    assert_untouched(&server.pool_account("high", "h2").await);
+    server.assert_sonnet_requests_left(&key2, 2).await;
 }
 
 /// h1 is revoked, the retry on h2 finds h2's token expired: no third try, so the client

@@ -151,6 +151,9 @@ pub struct RefreshConfig {
     pub cooldown: HumanDuration,
     pub max_failures: u32,
     pub failure_window: HumanDuration,
+    /// How long a request whose token Claude called expired waits for its urgent refresh
+    /// before it is answered 503 "expired, retry after …" (the refresh still happens).
+    pub urgent_wait: HumanDuration,
 }
 
 impl Default for RefreshConfig {
@@ -161,6 +164,7 @@ impl Default for RefreshConfig {
             cooldown: HumanDuration(Duration::from_secs(180)),
             max_failures: 3,
             failure_window: HumanDuration(Duration::from_secs(24 * 3600)),
+            urgent_wait: HumanDuration(Duration::from_secs(10)),
         }
     }
 }

@@ -9,7 +9,7 @@ use super::relay::{Relay, SettleTicket};
 use crate::actors::pool::{
     Admission, BlacklistAccount, GetCredential, MarkLimited, Outcome, PoolError, PoolHandle,
 };
-use crate::actors::refresh::RefreshNow;
+use crate::actors::refresh::{next_attempt, RefreshNow};
 use crate::actors::supervisor::Services;
 use crate::clock::{now_ms, rfc3339, rfc3339_ms};
 use crate::domain::headers::return_response_header;
@@ -140,7 +140,12 @@ impl Exchange<'_> {
 
     /// A credential newer than the one Claude called expired: someone else's fresh one, or
     /// an urgent refresh through the coordinator (which keeps the lock and cooldown rules).
-    async fn fresh_credential(&self, account: &str) -> Result<Arc<Credential>, RefreshError> {
+    /// `None`: the rules hold the refresh back longer than a client should wait
+    /// (`[refresh] urgent_wait`); it still happens as soon as they allow.
+    async fn fresh_credential(
+        &self,
+        account: &str,
+    ) -> Result<Option<Arc<Credential>>, RefreshError> {
         let current = self
             .pool
             .addr()
@@ -151,17 +156,19 @@ impl Exchange<'_> {
             .ok()
             .flatten();
         if let Some(current) = current.filter(|c| c.is_newer_than(&self.admission.credential)) {
-            return Ok(current);
+            return Ok(Some(current));
         }
-        self.svc
-            .refresher
-            .addr()
-            .send(RefreshNow {
-                tier: self.key.tier.clone(),
-                account: account.to_string(),
-            })
-            .await
-            .map_err(|e| RefreshError::BadResponse(format!("refresh coordinator: {e}")))?
+        let refreshed = self.svc.refresher.addr().send(RefreshNow {
+            tier: self.key.tier.clone(),
+            account: account.to_string(),
+        });
+        let patience = self.svc.config.refresh.urgent_wait.get();
+        match tokio::time::timeout(patience, refreshed).await {
+            Ok(answer) => answer
+                .map_err(|e| RefreshError::BadResponse(format!("refresh coordinator: {e}")))?
+                .map(Some),
+            Err(_) => Ok(None),
+        }
     }
 
     async fn blacklist(&self, reason: String) {
@@ -193,9 +200,15 @@ impl Exchange<'_> {
             AccountEffect::TokenExpired => {
                 let account = self.admission.account.to_string();
                 match self.fresh_credential(&account).await {
-                    Ok(credential) => {
+                    Ok(Some(credential)) => {
                         self.admission.credential = credential;
                         Ok(!retried)
+                    }
+                    // Held back by the lock, a cooldown or a pause: not this account's failure.
+                    Ok(None) => {
+                        let retry_at =
+                            next_attempt(&self.svc.refresher, &self.key.tier, &account).await;
+                        Err(self.token_expired(retry_at))
                     }
                     // The token endpoint asked every refresh to wait: a pause, not a failure
                     // of this account (SPEC §9), so no blacklist.

@@ -7,7 +7,7 @@ use super::exchange::Exchange;
 use super::relay::SettleTicket;
 use crate::actors::keys::AuthError;
 use crate::actors::pool::{Admission, PoolError};
-use crate::actors::refresh::NextAttempt;
+use crate::actors::refresh::next_attempt;
 use crate::actors::supervisor::Services;
 use crate::clock::now_ms;
 use crate::domain::headers::is_claude_code;
@@ -244,16 +244,7 @@ async fn forward(
         Ok(a) => a,
         Err(PoolError::TokenExpired { account, .. }) => {
             // Tell the client when the coordinator will try next.
-            let retry_at = svc
-                .refresher
-                .addr()
-                .send(NextAttempt {
-                    tier: key.tier.clone(),
-                    account: account.clone(),
-                })
-                .await
-                .ok()
-                .flatten();
+            let retry_at = next_attempt(&svc.refresher, &key.tier, &account).await;
             return Err(PoolError::TokenExpired { account, retry_at }.into());
         }
         Err(e) => return Err(e.into()),

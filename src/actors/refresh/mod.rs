@@ -7,7 +7,7 @@ mod gate;
 pub(crate) mod plan;
 
 pub use coordinator::{
-    AccountRefreshView, NextAttempt, Recovered, RefreshCoordinator, RefreshNow, RefreshView,
-    StopRefreshing, Track, Tracked, ViewRefresh,
+    next_attempt, AccountRefreshView, NextAttempt, Recovered, RefreshCoordinator, RefreshNow,
+    RefreshView, StopRefreshing, Track, Tracked, ViewRefresh,
 };
 pub use gate::{RefreshGate, RefreshOutcome};

@@ -1,6 +1,7 @@
 //! The messages the RefreshCoordinator answers.
 
 use super::*;
+use crate::actors::restartable::Restartable;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -111,6 +112,19 @@ impl Handler<Recovered> for RefreshCoordinator {
         self.persist(&(msg.tier, msg.account));
         self.tick(ctx);
     }
+}
+
+/// When the coordinator will next try `account`: what a client told "expired" should wait.
+pub async fn next_attempt(
+    refresher: &Restartable<RefreshCoordinator>,
+    tier: &str,
+    account: &str,
+) -> Option<Millis> {
+    let ask = NextAttempt {
+        tier: tier.to_string(),
+        account: account.to_string(),
+    };
+    refresher.addr().send(ask).await.ok().flatten()
 }
 
 #[derive(Message)]

@@ -373,6 +373,6 @@ mod shutdown;
 mod view;
 
 use messages::Tick;
-pub use messages::{NextAttempt, Recovered, RefreshNow, Track};
+pub use messages::{next_attempt, NextAttempt, Recovered, RefreshNow, Track};
 pub use shutdown::StopRefreshing;
 pub use view::{AccountRefreshView, RefreshView, ViewRefresh};
