@@ -80,3 +80,33 @@ async fn graceful_stop_exits_zero() {
         "SIGTERM should end with exit 0, got {status}"
     );
 }
+
+/// SPEC §10: an account file removed while the proxy is stopped is forgotten at the next
+/// start, as a running sync would forget it: put back later, the account starts clean
+/// instead of coming back with its old blacklist entry.
+#[actix_rt::test]
+async fn an_account_removed_while_stopped_is_forgotten_at_start() {
+    let (mock, env) = setup("");
+    env.add_account("trial", "a1");
+    let mut server = TestServer::start(env);
+    server.blacklist_via_401(&mock, "trial", "a1").await;
+
+    server.stop();
+    std::fs::remove_file(server.env.account_path("trial", "a1")).unwrap();
+    server.start_again();
+    assert!(
+        server
+            .logs_since_start()
+            .iter()
+            .any(|l| l.contains("removed account: a1 (trial)")),
+        "{:#?}",
+        server.logs_since_start()
+    );
+
+    // Put back; the graceful stop has written the forgetting.
+    server.env.add_account("trial", "a1");
+    server.restart();
+    let a1 = server.pool_account("trial", "a1").await;
+    assert_eq!(a1["status"], "active", "{a1}");
+    assert!(a1["blacklist_reason"].is_null(), "{a1}");
+}

@@ -18,7 +18,7 @@ use crate::store::{
     Backend, KeyStatus, SqliteStore, StoreError, StoreWriter, StoredState, WriteOp,
 };
 use actix::{Actor, Addr, Arbiter, ArbiterHandle};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -76,6 +76,13 @@ fn build_pools(
         .map(|(name, t)| (name.clone(), PoolState::new(Tier::from_config(name, t))))
         .collect();
     let scan = account_files::scan(&config.accounts.dir, config.tiers.keys().cloned());
+    let on_disk: HashSet<(String, String)> = scan
+        .accounts
+        .iter()
+        .map(|e| (e.tier.clone(), e.name.clone()))
+        .chain(scan.unreadable.iter().cloned())
+        .collect();
+    forget_vanished(stored, &pools, &on_disk, writer);
     for entry in scan.accounts {
         let Some(pool) = pools.get_mut(&entry.tier) else {
             continue;
@@ -154,6 +161,37 @@ fn build_pools(
         }
     }
     pools
+}
+
+/// Accounts of a configured tier that the store remembers but whose files are gone (removed
+/// while the proxy was stopped) are forgotten, as a sync finding them gone would: a file put
+/// back later starts clean, without the old blacklist entry or refresh failures.
+fn forget_vanished(
+    stored: &StoredState,
+    pools: &HashMap<String, PoolState>,
+    on_disk: &HashSet<(String, String)>,
+    writer: &StoreWriter,
+) {
+    let remembered: BTreeSet<&(String, String)> = stored
+        .credentials
+        .keys()
+        .chain(stored.blacklist.keys())
+        .chain(stored.account_usage.keys())
+        .collect();
+    for place in remembered {
+        if !pools.contains_key(&place.0) || on_disk.contains(place) {
+            continue;
+        }
+        log::info!(
+            "removed account: {} ({}): its file is gone; the store forgets it",
+            place.1,
+            place.0
+        );
+        writer.write(WriteOp::ForgetAccount {
+            tier: place.0.clone(),
+            account: place.1.clone(),
+        });
+    }
 }
 
 /// An account's slot with what the store remembers of it (blacklist entry, usage).
