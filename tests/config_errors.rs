@@ -101,3 +101,16 @@ fn an_upstream_url_that_does_not_parse_names_the_field() {
         out.stderr
     );
 }
+
+/// A store URL's password never reaches the output, even when the URL is refused.
+#[test]
+fn a_refused_store_url_does_not_print_its_password() {
+    for url in [
+        "redis://:hunter2@127.0.0.1:notaport/0",
+        "http://admin:hunter2@127.0.0.1/",
+    ] {
+        let out = serve_fails(&format!("[store]\nurl = \"{url}\"\n"));
+        assert!(out.stderr.contains("***@127.0.0.1"), "{}", out.all());
+        assert!(!out.all().contains("hunter2"), "{}", out.all());
+    }
+}

@@ -31,7 +31,10 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     {
         return Err(bad(
             "store.url",
-            format!("`{url}` is neither sqlite:<path> nor redis://host:port/db"),
+            format!(
+                "`{}` is neither sqlite:<path> nor redis://host:port/db",
+                crate::store::redacted_url(url)
+            ),
         ));
     }
     for (field, value) in [

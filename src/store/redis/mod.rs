@@ -95,8 +95,10 @@ pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
 impl RedisStore {
     /// Connects lazily: the store is usable (and fails closed) even while Redis is down.
     pub fn open(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL `{url}`: {e}")))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            let shown = super::redacted_url(url);
+            StoreError::Unavailable(format!("bad Redis URL `{shown}`: {e}"))
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(Duration::from_millis(1000)))
