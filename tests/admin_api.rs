@@ -545,9 +545,14 @@ async fn recover_lifts_a_blacklist_and_checks_the_name() {
     let (mock, server) = start_with_accounts("", &[("trial", "a1")]);
     let key = server.blacklist_via_401(&mock, "trial", "a1").await;
     let res = server.send_model(&key, SONNET).await;
-    assert_eq!(
-        res.status,
+    res.assert_error(
         503,
+        "api_error",
+        "The account `a1` this key is fixed to is unavailable",
+    );
+    assert!(
+        res.text()
+            .contains("ask the operator to recover the account"),
         "a fixed key on a blacklisted account: {}",
         res.text()
     );

@@ -142,7 +142,12 @@ impl ApiError {
             ApiError::Pool(PoolError::TokenExpired { .. }) => {
                 format!("{self}; a refresh is pending, retry shortly")
             }
-            ApiError::Pool(PoolError::Store(_)) => format!("{self}; retry in a few seconds"),
+            ApiError::Pool(PoolError::Store(_) | PoolError::Unavailable) => {
+                format!("{self}; retry in a few seconds")
+            }
+            ApiError::Pool(PoolError::FixedAccountUnavailable { .. }) => {
+                format!("{self}; retry later, or ask the operator to recover the account")
+            }
             _ => self.to_string(),
         }
     }
