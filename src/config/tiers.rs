@@ -76,3 +76,47 @@ pub fn default_tiers() -> BTreeMap<String, TierConfig> {
     tiers.insert("supreme".into(), tier(2, &all, supreme, 30));
     tiers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §3's table, row by row.
+    #[test]
+    fn defaults_are_the_spec_table() {
+        // (tier, slots, families, opus, sonnet, other, key lifetime in days)
+        let rows = [
+            ("trial", 7, "sonnet", None, Some(42), None, 1),
+            ("medium", 7, "sonnet", None, Some(42), None, 30),
+            ("high", 3, "opus,sonnet,other", Some(10), Some(50), None, 30),
+            (
+                "supreme",
+                2,
+                "opus,sonnet,other",
+                Some(15),
+                Some(75),
+                None,
+                30,
+            ),
+        ];
+        let tiers = default_tiers();
+        assert_eq!(tiers.len(), rows.len());
+        for (name, slots, families, opus, sonnet, other, days) in rows {
+            let t = &tiers[name];
+            let l = &t.limits;
+            assert_eq!(
+                (
+                    t.slots,
+                    t.families.join(","),
+                    l.opus,
+                    l.sonnet,
+                    l.other,
+                    t.key_days
+                ),
+                (slots, families.to_string(), opus, sonnet, other, days),
+                "tier {name}"
+            );
+            assert_eq!(t.window.get(), Duration::from_secs(5 * 3600), "tier {name}");
+        }
+    }
+}
