@@ -740,6 +740,28 @@ async fn fixed_keys(kind: Kind) {
     assert_eq!(account_of(&s.admit_ok(&f2).await), "a", "[{kind:?}]");
 }
 
+/// §5: no sequence pushes an account past its capacity. A fixed key's account goes away
+/// (its file removed: slots and bindings with it) and comes back; a pool key takes the free
+/// slot first: the fixed key is refused, not bound beyond capacity.
+async fn a_returning_account_is_not_overfilled_by_its_fixed_key(kind: Kind) {
+    let s = Store::with_accounts(kind, tier(1, None, five_hours()), &["a"]).await;
+    let fixed = s.key(Some("a")).await;
+    s.bind_fixed(&fixed, "a").await.expect("bind_fixed");
+    assert_eq!(s.sync(vec![]).await.removed, vec!["a".to_string()]);
+    let back = s.sync(vec![("a", cred("a", now_ms() + HOUR))]).await;
+    assert_eq!(back.added, vec!["a".to_string()], "[{kind:?}]");
+    let pool_key = s.key(None).await;
+    assert_eq!(account_of(&s.admit_ok(&pool_key).await), "a", "[{kind:?}]");
+    assert_eq!(
+        s.admit(&fixed).await.unwrap_err(),
+        PoolError::FixedAccountFull {
+            account: "a".into()
+        },
+        "[{kind:?}]"
+    );
+    assert_eq!(s.slots().await, slots_map(&[("a", 1, 1)]), "[{kind:?}]");
+}
+
 /// §4: a released key (expired/revoked) frees its slot for another key.
 async fn release_frees_the_slot(kind: Kind) {
     let s = Store::with_accounts(kind, tier(2, None, five_hours()), &["a1"]).await;
@@ -1050,6 +1072,7 @@ conformance!(
     window_resets_after_the_window,
     blacklist_rebinds_and_recover_lifts,
     fixed_keys,
+    a_returning_account_is_not_overfilled_by_its_fixed_key,
     release_frees_the_slot,
     sync_counts,
     unreadable_file_keeps_the_account,

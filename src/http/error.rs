@@ -113,6 +113,7 @@ impl ApiError {
                 | PoolError::AtCapacity { .. }
                 | PoolError::TokenExpired { .. }
                 | PoolError::FixedAccountUnavailable { .. }
+                | PoolError::FixedAccountFull { .. }
                 | PoolError::Store(_)
                 | PoolError::Unavailable => "api_error",
             },
@@ -147,6 +148,9 @@ impl ApiError {
             }
             ApiError::Pool(PoolError::FixedAccountUnavailable { .. }) => {
                 format!("{self}; retry later, or ask the operator to recover the account")
+            }
+            ApiError::Pool(PoolError::FixedAccountFull { .. }) => {
+                format!("{self}; retry when a key of it expires, or ask the operator to free one")
             }
             _ => self.to_string(),
         }
@@ -201,6 +205,7 @@ impl ResponseError for ApiError {
                 | PoolError::AtCapacity { .. }
                 | PoolError::TokenExpired { .. }
                 | PoolError::FixedAccountUnavailable { .. }
+                | PoolError::FixedAccountFull { .. }
                 | PoolError::Store(_)
                 | PoolError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },

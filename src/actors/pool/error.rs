@@ -23,6 +23,9 @@ pub enum PoolError {
     },
     #[error("The account `{account}` this key is fixed to is unavailable")]
     FixedAccountUnavailable { account: String },
+    /// The account came back (its file was gone, its slots with it) and pool keys took them.
+    #[error("The account `{account}` this key is fixed to has no free slot")]
+    FixedAccountFull { account: String },
     #[error("No account named `{account}` in the {tier} tier")]
     UnknownAccount { tier: String, account: String },
     #[error("Account `{account}` has no free slot ({slots} keys already)")]

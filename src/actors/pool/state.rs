@@ -160,6 +160,14 @@ impl PoolState {
     }
 
     /// Least-loaded usable account with a free slot; ties go to the smaller name.
+    fn has_room(&self, slot: &AccountSlot) -> bool {
+        (slot.keys.len() as u64) < u64::from(self.tier.slots)
+    }
+
+    fn has_free_slot(&self, account: &str) -> bool {
+        self.accounts.get(account).is_some_and(|s| self.has_room(s))
+    }
+
     fn pick_account(&self) -> Result<String, PoolError> {
         let usable: Vec<(&String, &AccountSlot)> = self
             .accounts
@@ -173,7 +181,7 @@ impl PoolState {
         }
         usable
             .into_iter()
-            .filter(|(_, s)| (s.keys.len() as u64) < u64::from(self.tier.slots))
+            .filter(|(_, s)| self.has_room(s))
             .min_by_key(|(name, s)| (s.keys.len(), (*name).clone()))
             .map(|(name, _)| name.clone())
             .ok_or_else(|| PoolError::AtCapacity {
@@ -241,6 +249,12 @@ impl PoolState {
             }
             let newly = self.bindings.get(&key.id) != Some(fixed);
             if newly {
+                // No sequence may overfill an account, a fixed key's own included.
+                if !self.has_free_slot(fixed) {
+                    return Err(PoolError::FixedAccountFull {
+                        account: fixed.clone(),
+                    });
+                }
                 self.bind(&key.id, fixed, changes);
             }
             return Ok((fixed.clone(), newly));
@@ -408,7 +422,7 @@ impl PoolState {
                 tier: self.tier.name.clone(),
                 account: account.to_string(),
             })?;
-        if slot.keys.len() as u64 >= u64::from(self.tier.slots) {
+        if !self.has_room(slot) {
             return Err(PoolError::AccountFull {
                 account: account.to_string(),
                 slots: self.tier.slots,

@@ -125,6 +125,9 @@ impl RedisPool {
             "fixed_unavailable" => Err(PoolError::FixedAccountUnavailable {
                 account: field(1).to_string(),
             }),
+            "fixed_full" => Err(PoolError::FixedAccountFull {
+                account: field(1).to_string(),
+            }),
             "no_accounts" => Err(PoolError::NoAccounts { tier: tier_name }),
             "capacity" => Err(PoolError::AtCapacity { tier: tier_name }),
             "token_expired" => Err(PoolError::TokenExpired {

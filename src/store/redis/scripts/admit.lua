@@ -21,7 +21,11 @@ local account, newly = false, 0
 if fixed then
   if not usable(tier, fixed) then return {'fixed_unavailable', fixed} end
   account = fixed
-  if current ~= fixed then rebind(tier, id, fixed); newly = 1 end
+  if current ~= fixed then
+    -- No sequence may overfill an account, a fixed key's own included.
+    if redis.call('SCARD', k_slots(tier, fixed)) >= slots then return {'fixed_full', fixed} end
+    rebind(tier, id, fixed); newly = 1
+  end
 elseif current and usable(tier, current) then
   account = current
 else
