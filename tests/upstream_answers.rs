@@ -151,6 +151,37 @@ async fn blacklists_the_only_account(status: u16, kind: &str, message: &str) {
     assert_eq!(bearers(&mock).last(), Some(&access_token("h1")));
 }
 
+/// The retry on the key's new account is refused too: both accounts are blacklisted and the
+/// client hears a 503 telling it to retry, not Claude's 401 about a token it never sent
+/// (which Claude Code would read as its own key being bad); the request is not counted and
+/// the next one goes to a third account.
+#[actix_rt::test]
+async fn a_retry_refused_too_is_503_not_claudes_401() {
+    let (mock, server, key, _) = serve(&["h1", "h2", "h3"]);
+    for _ in 0..2 {
+        mock.push_answer(Answer::error(
+            401,
+            "authentication_error",
+            "Invalid bearer token",
+        ));
+    }
+    let res = server.send_model(&key, SONNET).await;
+    res.assert_error(503, "api_error", "Claude refused this request's account");
+    assert!(res.text().contains("retry"), "{}", res.text());
+    assert_eq!(res.header("retry-after"), Some("1"), "{:?}", res.headers);
+    assert_eq!(
+        bearers(&mock),
+        vec![access_token("h1"), access_token("h2")],
+        "sent once on h1 and once on h2"
+    );
+    for name in ["h1", "h2"] {
+        let account = server.pool_account("high", name).await;
+        assert_eq!(account["status"], "blacklisted", "{account}");
+    }
+    server.assert_sonnet_requests_left(&key, 2).await;
+    assert_eq!(bearers(&mock).last(), Some(&access_token("h3")));
+}
+
 async fn blacklist_row(status: u16, kind: &str, message: &str) {
     blacklists_and_retries_on_the_new_account(status, kind, message).await;
     blacklists_the_only_account(status, kind, message).await;

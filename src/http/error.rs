@@ -32,6 +32,10 @@ pub enum ApiError {
     UpstreamUnreachable(String),
     #[error("Claude did not answer in time; try again")]
     UpstreamTimeout,
+    /// The retry on a second account was refused too: Claude's own 401/403 would read to a
+    /// client (Claude Code) as a bad key of its own.
+    #[error("Claude refused this request's account and the one it was moved to (both are now set aside); retry: the next request goes to another account, if the pool has one")]
+    AccountsRefused,
     #[error("Admin token missing or wrong: send Authorization: Bearer <admin token>")]
     AdminUnauthorized,
     #[error("{0}")]
@@ -119,6 +123,7 @@ impl ApiError {
             },
             ApiError::UpstreamUnreachable(_)
             | ApiError::UpstreamTimeout
+            | ApiError::AccountsRefused
             | ApiError::Internal(_) => "api_error",
         }
     }
@@ -171,6 +176,7 @@ impl ApiError {
             ApiError::Pool(PoolError::TokenExpired { retry_at, .. }) => {
                 Some(retry_at.map_or(60, retry_after_secs))
             }
+            ApiError::AccountsRefused => Some(1),
             _ => None,
         }
     }
@@ -192,6 +198,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::AccountsRefused => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Pool(p) => match p {
                 PoolError::FamilyNotAllowed { .. } => StatusCode::FORBIDDEN,

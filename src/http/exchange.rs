@@ -309,6 +309,7 @@ impl Exchange<'_> {
             let effect = classify(status.as_u16(), &body);
             let touched_account =
                 effect != AccountEffect::None && effect != AccountEffect::ProxyFault;
+            let set_aside = matches!(effect, AccountEffect::Blacklist(_));
             if self.react(effect, retried).await? {
                 retried = true;
                 continue;
@@ -316,6 +317,9 @@ impl Exchange<'_> {
             if touched_account {
                 // Our account failed the client, not the client's request.
                 self.refund();
+                if set_aside && retried {
+                    return Err(ApiError::AccountsRefused);
+                }
             }
             return Ok(self.buffered(&answer, status, body));
         }
