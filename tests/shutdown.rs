@@ -213,6 +213,30 @@ async fn the_grace_period_bounds_the_wait() {
     let _ = stream.await;
 }
 
+/// A grace that is not whole seconds is not cut short: with 1800 ms, a stream that needs
+/// ~1.5 s after the signal arrives whole (actix's shutdown takes whole seconds).
+#[actix_rt::test]
+async fn a_grace_in_milliseconds_is_not_cut_short() {
+    let (mock, env) = setup("[server]\nshutdown_grace = \"1800ms\"\n");
+    env.add_account("trial", "a1");
+    mock.set_stream(7, Duration::from_millis(250));
+    let mut proc = ServeProc::start(env, &[], &[], &[]);
+    let (key, _) = create_key(&proc, "trial").await;
+    let stream = spawn_stream(proc.url("/v1/messages"), key);
+    wait_stream_started(&mock, 2).await;
+    proc.signal("TERM");
+    let got = stream.await.expect("stream task");
+    assert_eq!(got.status, 200);
+    assert!(
+        String::from_utf8_lossy(&got.bytes())
+            .trim_end()
+            .ends_with(r#"data: {"type":"message_stop"}"#),
+        "the stream was cut before the grace ended"
+    );
+    let status = proc.wait_exit_async(Duration::from_secs(5)).await;
+    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+}
+
 #[actix_rt::test]
 async fn an_idle_server_stops_at_once() {
     let (_mock, env) = setup("");

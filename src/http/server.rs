@@ -36,7 +36,8 @@ pub fn serve(config: Config) -> Result<(), String> {
         .backlog(4096)
         .max_connection_rate(4096)
         .disable_signals()
-        .shutdown_timeout(cfg.server.shutdown_grace.get().as_secs().max(1))
+        // actix counts whole seconds: rounded up, so a stream is never cut before the grace.
+        .shutdown_timeout(grace_secs(cfg.server.shutdown_grace.get()))
         .bind(&cfg.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
         let addrs = server.addrs();
@@ -57,4 +58,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
         result
     })
+}
+
+/// The shutdown grace in the whole seconds actix takes, never shorter than configured.
+fn grace_secs(grace: std::time::Duration) -> u64 {
+    u64::try_from(grace.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX)
 }
