@@ -231,3 +231,59 @@ async fn expired_token_gets_503_with_retry_after() {
         "an expired token was sent upstream"
     );
 }
+
+/// SPEC §9: "success resets the account's count" — a failed attempt is counted, and the
+/// success after its cooldown puts the count back to zero.
+#[actix_rt::test]
+async fn a_success_resets_the_failure_count() {
+    let (mock, env) = setup(&refresh_toml("1s", "100ms", "300ms", 3));
+    mock.push_oauth_answer(oauth_server_error());
+    write_expiring(&env, TIER, "s1", now_ms() + 1_500);
+    let server = TestServer::start(env);
+
+    wait_oauth_calls(&mock, 1, Duration::from_secs(4)).expect("a first refresh");
+    let counted = poll_async(Duration::from_secs(2), || {
+        let fut = server.pool_account(TIER, "s1");
+        async { (fut.await["refresh"]["failures_in_window"] == 1).then_some(()) }
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "{}",
+        server.pool_account(TIER, "s1").await
+    );
+
+    wait_oauth_calls(&mock, 2, Duration::from_secs(4)).expect("a retry after the cooldown");
+    let reset = poll_async(Duration::from_secs(2), || {
+        let fut = server.pool_account(TIER, "s1");
+        async { (fut.await["refresh"]["failures_in_window"] == 0).then_some(()) }
+    })
+    .await;
+    assert!(reset.is_some(), "{}", server.pool_account(TIER, "s1").await);
+}
+
+/// SPEC §9: a token endpoint 429 without `retry-after` pauses every refresh for 60 s.
+#[actix_rt::test]
+async fn a_429_without_retry_after_pauses_a_minute() {
+    let (mock, env) = setup(&refresh_toml("1s", "100ms", "300ms", 3));
+    mock.push_oauth_answer(Answer::new(
+        429,
+        json!({"error": "rate_limited"}).to_string(),
+    ));
+    write_expiring(&env, TIER, "p1", now_ms() + 1_500);
+    let server = TestServer::start(env);
+
+    wait_oauth_calls(&mock, 1, Duration::from_secs(4)).expect("a first refresh");
+    let answered = now_ms();
+    let paused = poll_async(Duration::from_secs(2), || {
+        let fut = server.status_view();
+        async { fut.await["refresh"]["paused_until"].as_i64() }
+    })
+    .await
+    .expect("status shows no pause after a 429");
+    let pause = paused - answered;
+    assert!(
+        (55_000..=61_000).contains(&pause),
+        "paused for {pause} ms, not a minute"
+    );
+}
