@@ -205,3 +205,28 @@ async fn store_files_never_hold_the_key() {
         }
     }
 }
+
+/// SPEC §3: `keygen --days N` overrides the tier's lifetime (trial: 1 day), `--days 0`
+/// never expires.
+#[test]
+fn keygen_days_sets_the_lifetime_and_zero_never_expires() {
+    let (_mock, env) = setup("");
+    env.add_account("trial", "a1");
+    let show = |args: &[&str]| -> Value {
+        let (_, id) = keygen_offline(&env, "trial", args);
+        let out = run_cli(&env, &["keys", "show", &id, "--json"]);
+        out.assert_ok();
+        parse_json_objects(&out.stdout).remove(0)
+    };
+    let lifetime = |v: &Value| {
+        let at = |field: &str| chrono::DateTime::parse_from_rfc3339(v[field].as_str().unwrap());
+        (at("expires").unwrap() - at("created").unwrap()).num_seconds()
+    };
+    assert_eq!(lifetime(&show(&[])), 86_400, "trial's default lifetime");
+    assert_eq!(lifetime(&show(&["--days", "3"])), 3 * 86_400);
+    let never = show(&["--days", "0"]);
+    assert!(
+        never["expires"].is_null(),
+        "--days 0 never expires: {never}"
+    );
+}
