@@ -230,3 +230,59 @@ fn keygen_days_sets_the_lifetime_and_zero_never_expires() {
         "--days 0 never expires: {never}"
     );
 }
+
+/// SPEC §13: a running server never acts on a stale copy of a key. When the CLI cannot reach
+/// the server that serves the store (here: a wrong admin address), it refuses to change the
+/// store behind its back instead of writing a change the server would never see.
+#[actix_rt::test]
+async fn the_cli_does_not_write_a_store_a_server_it_cannot_reach_serves() {
+    let (_mock, env) = setup("");
+    env.add_account("trial", "a1");
+    let server = TestServer::start(env);
+    let (key, id) = server.keygen("trial", &[]);
+    let nowhere = Some("http://127.0.0.1:9");
+    for args in [vec!["keys", "revoke", id.as_str()], vec!["keygen", "trial"]] {
+        let out = run_cli_with(&server.env, nowhere, &args);
+        assert!(
+            !out.success(),
+            "{args:?} wrote a served store:\n{}",
+            out.all()
+        );
+        assert!(
+            out.stderr.contains("serves this store") && out.stderr.contains("--admin-url"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let res = server
+        .post_messages(Some(&key), &message_request(SONNET), &[])
+        .await;
+    assert_eq!(
+        res.status,
+        200,
+        "the key was revoked behind the server: {}",
+        res.text()
+    );
+    // Reading needs no server's consent.
+    run_cli_with(&server.env, nowhere, &["keys", "show", &id]).assert_ok();
+}
+
+/// A second server on a store another one serves refuses to start, naming the first.
+#[actix_rt::test]
+async fn a_second_server_on_the_same_store_refuses_to_start() {
+    let (_mock, env) = setup("");
+    env.add_account("trial", "a1");
+    let server = TestServer::start(env);
+    let config = server.env.config_path.to_string_lossy().into_owned();
+    let out = run_raw(
+        server.env.path(),
+        &["--config", &config, "serve"],
+        std::time::Duration::from_secs(10),
+    );
+    assert!(!out.success(), "a second server started:\n{}", out.all());
+    assert!(
+        out.stderr.contains("in use by another claude-route"),
+        "{}",
+        out.stderr
+    );
+}

@@ -13,6 +13,7 @@ use crate::account_files;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::Tier;
+use crate::store::owner::StoreOwner;
 use crate::store::redis::RedisStore;
 use crate::store::{
     Backend, KeyStatus, SqliteStore, StoreError, StoreWriter, StoredState, WriteOp,
@@ -34,6 +35,8 @@ pub struct Services {
     pub syncer: Restartable<SyncActor>,
     pub admin_token: String,
     pub started: Instant,
+    /// The embedded store's lock, held while serving (see `store::owner`).
+    pub store_owner: Option<Arc<StoreOwner>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,12 +212,14 @@ fn restored_slot(
 /// What the store gives the actors at start-up.
 struct Loaded {
     backend: Backend,
+    owner: Option<StoreOwner>,
     pools: Vec<(String, PoolBackend)>,
     keys: Vec<crate::store::KeyRecord>,
 }
 
 /// Embedded: everything is loaded into memory; the writer thread persists from then on.
 fn load_embedded(config: &Config, path: &std::path::Path) -> Result<Loaded, StartError> {
+    let owner = StoreOwner::acquire(path).map_err(StartError::Other)?;
     let store = SqliteStore::open(path)?;
     let mut stored = store.load_all()?;
     let writer = StoreWriter::start(store)?;
@@ -225,6 +230,7 @@ fn load_embedded(config: &Config, path: &std::path::Path) -> Result<Loaded, Star
         .collect();
     Ok(Loaded {
         backend: Backend::Embedded(writer),
+        owner: Some(owner),
         pools,
         keys: std::mem::take(&mut stored.keys),
     })
@@ -246,6 +252,7 @@ fn load_redis(config: &Config, tiers: &HashMap<String, Tier>) -> Result<Loaded, 
     });
     Ok(Loaded {
         backend: Backend::Redis(store),
+        owner: None,
         pools,
         keys: Vec::new(),
     })
@@ -403,6 +410,7 @@ pub fn start(config: Config, admin_token: String) -> Result<Services, StartError
         backend,
         admin_token,
         started: Instant::now(),
+        store_owner: loaded.owner.map(Arc::new),
     })
 }
 

@@ -7,6 +7,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::{valid_account_name, Tier};
 use crate::http::admin::{key_view, KeyView};
+use crate::store::owner::StoreOwner;
 use crate::store::{KeyRecord, KeyStatus, SqliteStore, WriteOp};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -61,6 +62,19 @@ fn open_store(config: &Config) -> Result<SqliteStore, String> {
         .sqlite_path()
         .ok_or("no server answers, and only the embedded store can be opened directly")?;
     SqliteStore::open(&path).map_err(|e| e.to_string())
+}
+
+/// The store, to change it directly: only while no server serves it. A server keeps keys
+/// in memory and would never see a change written behind its back.
+fn open_store_for_writing(config: &Config) -> Result<SqliteStore, String> {
+    if let Some(pid) = config.sqlite_path().and_then(|p| StoreOwner::holder(&p)) {
+        return Err(format!(
+            "a claude-route server (pid {pid}) serves this store but does not answer at {}; \
+             pass --admin-url with the address it listens on",
+            config.admin_base_url()
+        ));
+    }
+    open_store(config)
 }
 
 fn print_created(view: &Value) {
@@ -132,7 +146,7 @@ fn keygen_offline(config: &Config, tier: &Tier, args: KeygenArgs) -> Result<(), 
         now,
     );
     let inserted = match config.sqlite_path() {
-        Some(_) => open_store(config)?
+        Some(_) => open_store_for_writing(config)?
             .insert_key_checked(&record, tier.slots, now)
             .map_err(|e| e.to_string())?,
         None => {
@@ -281,7 +295,7 @@ fn revoke_offline(config: &Config, id: &str) -> Result<(), String> {
     if config.sqlite_path().is_none() {
         return super::redis_offline::revoke(config, id);
     }
-    let mut store = open_store(config)?;
+    let mut store = open_store_for_writing(config)?;
     store
         .find_key(id)
         .map_err(|e| e.to_string())?
