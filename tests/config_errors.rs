@@ -114,3 +114,39 @@ fn a_refused_store_url_does_not_print_its_password() {
         assert!(!out.all().contains("hunter2"), "{}", out.all());
     }
 }
+
+/// SPEC §13: without `--config` and without the default `config/claude-route.toml`, `serve`
+/// starts on the built-in defaults: the embedded store and the admin token under `product/`.
+#[test]
+fn no_config_file_at_all_starts_on_the_defaults() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::cli::command(dir.path(), &["--listen", "127.0.0.1:0", "serve"], &[])
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let listening = loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.contains("listening on http://127.0.0.1:") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        listening,
+        "serve did not start without a config file:\n{}",
+        seen.join("\n")
+    );
+    for made in ["product/claude-route.db", "product/admin.token"] {
+        assert!(dir.path().join(made).exists(), "no {made}");
+    }
+}

@@ -240,8 +240,9 @@ mod tests {
         assert!(err.to_string().contains("sync.interval"), "{err}");
     }
 
+    /// (No file at all without `--config` means the defaults: tests/config_errors.rs.)
     #[test]
-    fn explicit_missing_file_is_an_error_default_missing_is_not() {
+    fn an_explicit_missing_file_is_an_error() {
         let missing = Path::new("/nonexistent/claude-route.toml");
         assert!(load_from(Some(missing), &FlagOverrides::default(), &[]).is_err());
     }
