@@ -232,6 +232,20 @@ async fn expired_token_gets_503_with_retry_after() {
     );
 }
 
+/// Waits (up to 2 s) until the pool shows `n` failed refreshes of `name` in the window.
+async fn wait_failures_in_window(server: &TestServer, name: &str, n: u64) {
+    let shown = poll_async(Duration::from_secs(2), || {
+        let fut = server.pool_account(TIER, name);
+        async move { (fut.await["refresh"]["failures_in_window"] == n).then_some(()) }
+    })
+    .await;
+    assert!(
+        shown.is_some(),
+        "not {n} failures: {}",
+        server.pool_account(TIER, name).await
+    );
+}
+
 /// SPEC §9: "success resets the account's count" — a failed attempt is counted, and the
 /// success after its cooldown puts the count back to zero.
 #[actix_rt::test]
@@ -242,24 +256,10 @@ async fn a_success_resets_the_failure_count() {
     let server = TestServer::start(env);
 
     wait_oauth_calls(&mock, 1, Duration::from_secs(4)).expect("a first refresh");
-    let counted = poll_async(Duration::from_secs(2), || {
-        let fut = server.pool_account(TIER, "s1");
-        async { (fut.await["refresh"]["failures_in_window"] == 1).then_some(()) }
-    })
-    .await;
-    assert!(
-        counted.is_some(),
-        "{}",
-        server.pool_account(TIER, "s1").await
-    );
+    wait_failures_in_window(&server, "s1", 1).await;
 
     wait_oauth_calls(&mock, 2, Duration::from_secs(4)).expect("a retry after the cooldown");
-    let reset = poll_async(Duration::from_secs(2), || {
-        let fut = server.pool_account(TIER, "s1");
-        async { (fut.await["refresh"]["failures_in_window"] == 0).then_some(()) }
-    })
-    .await;
-    assert!(reset.is_some(), "{}", server.pool_account(TIER, "s1").await);
+    wait_failures_in_window(&server, "s1", 0).await;
 }
 
 /// SPEC §9: a token endpoint 429 without `retry-after` pauses every refresh for 60 s.

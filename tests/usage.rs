@@ -52,6 +52,20 @@ async fn assert_totals(server: &TestServer, key_id: &str, want: &Value) {
     assert_eq!(&tier["usage"], want, "the tier's usage totals: {tier}");
 }
 
+/// What a restarted server read back from the store: the key's and the account's totals.
+async fn assert_usage_after_restart(server: &TestServer, key_id: &str, want: &Value) {
+    assert_eq!(
+        &server.key_view(key_id).await["usage"],
+        want,
+        "key usage after restart"
+    );
+    assert_eq!(
+        &server.pool_account("high", "h1").await["usage"],
+        want,
+        "account usage after restart"
+    );
+}
+
 #[actix_rt::test]
 async fn json_answers_add_their_usage() {
     let (_mock, server, key, id) = serve();
@@ -159,16 +173,7 @@ async fn usage_survives_a_graceful_restart() {
     let want = usage_json(2, 20, 10, 4, 6);
     assert_totals(&server, &id, &want).await;
     server.restart();
-    assert_eq!(
-        server.key_view(&id).await["usage"],
-        want,
-        "key usage after restart"
-    );
-    assert_eq!(
-        server.pool_account("high", "h1").await["usage"],
-        want,
-        "account usage after restart"
-    );
+    assert_usage_after_restart(&server, &id, &want).await;
     // And keeps adding up.
     assert_eq!(server.send_model(&key, SONNET).await.status, 200);
     assert_totals(&server, &id, &usage_json(3, 30, 15, 6, 9)).await;
@@ -245,14 +250,5 @@ async fn usage_served_while_the_store_refuses_it_is_stored_once_it_takes_writes_
     // On disk by itself: a kill -9 loses none of it.
     server.kill9();
     server.start_again();
-    assert_eq!(
-        server.key_view(&id).await["usage"],
-        want,
-        "key usage after restart"
-    );
-    assert_eq!(
-        server.pool_account("high", "h1").await["usage"],
-        want,
-        "account usage after restart"
-    );
+    assert_usage_after_restart(&server, &id, &want).await;
 }

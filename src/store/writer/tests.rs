@@ -139,12 +139,19 @@ fn window_count(s: &StoredState, key_id: &str) -> Option<u32> {
         .map(|w| w.count)
 }
 
+/// A writer whose store refuses usage, with one served request's usage (`k`, 10 tokens)
+/// already handed to it.
+fn refused_after_one_request(dir: &Path) -> (StoreWriter, PathBuf, Refusal) {
+    let (writer, path) = writer_on(dir);
+    let refusal = Refusal::refuse(&path);
+    writer.write(served("k", 10));
+    (writer, path, refusal)
+}
+
 #[actix_rt::test]
 async fn usage_of_failed_batches_is_written_once_the_store_takes_writes_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (writer, path) = writer_on(dir.path());
-    let refusal = Refusal::refuse(&path);
-    writer.write(served("k", 10));
+    let (writer, path, refusal) = refused_after_one_request(dir.path());
     writer.write(window("k", 1));
     writer.write(served("k", 20));
     writer.write(window("k", 2));
@@ -173,9 +180,7 @@ async fn usage_of_failed_batches_is_written_once_the_store_takes_writes_again() 
 #[actix_rt::test]
 async fn a_durable_change_whose_caller_was_told_it_failed_is_never_written() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (writer, path) = writer_on(dir.path());
-    let refusal = Refusal::refuse(&path);
-    writer.write(served("k", 10));
+    let (writer, path, refusal) = refused_after_one_request(dir.path());
     // Its batch carries the refused usage, or the held usage comes along: either way it fails.
     let refused = writer.write_durable(vec![WriteOp::InsertKey(key("refused"))]);
     assert!(refused.await.is_err(), "the key's batch failed");
@@ -209,9 +214,7 @@ async fn fail_until_backed_off(writer: &StoreWriter) {
 #[actix_rt::test]
 async fn a_caller_waiting_is_answered_at_once_while_held_changes_back_off() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (writer, path) = writer_on(dir.path());
-    let refusal = Refusal::refuse(&path);
-    writer.write(served("k", 10));
+    let (writer, path, refusal) = refused_after_one_request(dir.path());
     fail_until_backed_off(&writer).await;
     refusal.allow();
     let started = Instant::now();
@@ -227,9 +230,7 @@ async fn a_caller_waiting_is_answered_at_once_while_held_changes_back_off() {
 #[actix_rt::test]
 async fn held_changes_get_one_last_try_when_the_writer_stops() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (writer, path) = writer_on(dir.path());
-    let refusal = Refusal::refuse(&path);
-    writer.write(served("k", 10));
+    let (writer, path, refusal) = refused_after_one_request(dir.path());
     // The next retry is seconds away: only the last try can write them in time.
     fail_until_backed_off(&writer).await;
     refusal.allow();
