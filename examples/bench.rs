@@ -167,7 +167,7 @@ fn run(args: Args) -> Res<()> {
         None
     } else {
         let (proc, addr) = procs::start_floor(&floor_bin, mock_addr, nproc)?;
-        println!("stack floor    http://{addr} (bare actix-web + awc forwarder, {nproc} workers)");
+        println!("stack floor    http://{addr} (bare actix-web + upstream::h1 forwarder, {nproc} workers)");
         Some((proc, addr))
     };
 

@@ -1,8 +1,10 @@
-//! The floor of claude-route's HTTP stack, for `make bench`: actix-web in front, one awc
-//! client per worker behind, every request forwarded to the upstream as it came and the answer
+//! The floor of claude-route's HTTP stack, for `make bench`: actix-web in front, the
+//! project's own HTTP/1.1 client (`upstream::h1`, pooled per worker) behind, every
+//! request forwarded to the upstream as it came and the answer
 //! streamed back — no keys, no accounting, no logging. What this adds over the mock is what
 //! the stack costs by itself; what claude-route adds over this is its own work. It uses the
-//! same allocator as claude-route (mimalloc), so the allocator is part of the floor.
+//! same allocator as claude-route (mimalloc, set by the library it links), so the allocator
+//! is part of the floor.
 //!
 //! Usage: `stack_floor --upstream http://ADDR [--listen 127.0.0.1:0] [--workers N]`; prints
 //! `stack_floor listening on http://ADDR` on stdout once bound.
@@ -14,74 +16,70 @@ mod server_args;
 
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use std::cell::RefCell;
+use claude_route::upstream::h1::{self, Answer, Connection, Endpoint, Timeouts};
+use claude_route::upstream::request::{end_head, put_header, start_head};
 use std::io::Write;
+use std::time::Duration;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(10),
+    answer: Duration::from_secs(600),
+};
 
-thread_local! {
-    static CLIENT: RefCell<Option<awc::Client>> = const { RefCell::new(None) };
-}
-
-fn client() -> awc::Client {
-    CLIENT.with(|c| {
-        c.borrow_mut()
-            .get_or_insert_with(|| {
-                // Like claude-route: no cap on concurrent upstream connections (awc's
-                // default of 100 per worker would hold long streams back).
-                awc::Client::builder()
-                    .connector(awc::Connector::new().limit(0))
-                    .disable_timeout()
-                    .no_default_headers()
-                    .finish()
-            })
-            .clone()
-    })
-}
-
-fn hop_by_hop(name: &header::HeaderName) -> bool {
+fn hop_by_hop(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "host" | "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te"
     )
 }
 
-async fn forward(req: HttpRequest, body: web::Bytes, upstream: web::Data<String>) -> HttpResponse {
+async fn forward(
+    req: HttpRequest,
+    body: web::Bytes,
+    upstream: web::Data<Endpoint>,
+) -> HttpResponse {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("{}{path}", upstream.get_ref());
-    let mut out = client().request(req.method().clone(), url);
+    let mut head = start_head(&upstream, req.method(), path);
     for (name, value) in req.headers() {
-        if !hop_by_hop(name) {
-            out = out.append_header((name.clone(), value.clone()));
+        if !hop_by_hop(name.as_str()) {
+            put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    let answer = match out.send_body(body).await {
+    let head = end_head(head, Some(body.len()));
+    let mut sent = h1::send(&upstream, &head, &body, TIMEOUTS, Connection::Pooled).await;
+    if sent.as_ref().is_err_and(|e| e.closed_before_answer()) {
+        sent = h1::send(&upstream, &head, &body, TIMEOUTS, Connection::Fresh).await;
+    }
+    let Answer {
+        status,
+        headers,
+        body,
+    } = match sent {
         Ok(answer) => answer,
         Err(e) => return HttpResponse::BadGateway().body(e.to_string()),
     };
-    let mut response = HttpResponse::build(answer.status());
-    for (name, value) in answer.headers() {
-        if !hop_by_hop(name) {
+    let mut response = HttpResponse::build(status);
+    for (name, value) in headers.iter() {
+        if !hop_by_hop(name.as_str()) {
             response.append_header((name.clone(), value.clone()));
         }
     }
-    let length = answer
-        .headers()
+    let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(length) = length {
         response.no_chunking(length);
     }
-    response.streaming(answer)
+    response.streaming(body)
 }
 
 fn main() -> std::io::Result<()> {
     let upstream = server_args::arg("--upstream").expect("--upstream http://ADDR");
     let (listen, workers) = server_args::listen_and_workers();
     actix_web::rt::System::new().block_on(async move {
-        let upstream = web::Data::new(upstream.trim_end_matches('/').to_string());
+        let upstream = web::Data::new(Endpoint::parse(&upstream).expect("--upstream http://ADDR"));
         let server = HttpServer::new(move || {
+            h1::start_reaper();
             App::new()
                 .app_data(upstream.clone())
                 .app_data(web::PayloadConfig::new(64 * 1024 * 1024))

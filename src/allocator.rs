@@ -1,5 +1,5 @@
 //! The process's allocator: mimalloc. A request allocates and frees a few hundred small
-//! blocks across actix-web, awc and our own code; mimalloc's per-thread free lists do that
+//! blocks across actix-web and our own code; mimalloc's per-thread free lists do that
 //! in under half the instructions of glibc's malloc (BENCHMARKS.md, fourth pass).
 
 #[global_allocator]

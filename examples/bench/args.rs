@@ -65,7 +65,7 @@ pub struct Args {
     /// Skip nginx even when installed.
     #[arg(long)]
     pub no_nginx: bool,
-    /// Skip the stack floor (a bare actix-web + awc forwarder: what the HTTP stack costs alone).
+    /// Skip the stack floor (a bare actix-web + upstream::h1 forwarder: what the HTTP stack costs alone).
     #[arg(long)]
     pub no_floor: bool,
     /// RUST_LOG of claude-route (default: its default level, info).

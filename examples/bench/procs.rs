@@ -66,7 +66,7 @@ pub fn start_mock(bin: &Path, workers: usize) -> Res<(Proc, SocketAddr)> {
     start_example(bin, "mock_upstream", &[], workers)
 }
 
-/// The stack floor (a bare actix-web + awc forwarder) in front of `upstream`.
+/// The stack floor (a bare actix-web + upstream::h1 forwarder) in front of `upstream`.
 pub fn start_floor(bin: &Path, upstream: SocketAddr, workers: usize) -> Res<(Proc, SocketAddr)> {
     let upstream = format!("http://{upstream}");
     start_example(bin, "stack_floor", &["--upstream", &upstream], workers)

@@ -2,6 +2,9 @@
 
 use crate::admin_token;
 use crate::config::Config;
+use crate::upstream::h1::{self, Endpoint};
+use crate::upstream::request;
+use actix_web::http::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -20,29 +23,49 @@ pub fn call(
 ) -> Result<Value, CallError> {
     let url = format!("{}{path}", config.admin_base_url());
     let token = admin_token::read(&config.admin).unwrap_or_default();
-    let method = actix_web::http::Method::from_bytes(method.as_bytes())
-        .map_err(|e| CallError::Failed(e.to_string()))?;
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|e| CallError::Failed(e.to_string()))?;
+    let endpoint = Endpoint::parse(&config.admin_base_url()).map_err(|e| {
+        CallError::Failed(format!(
+            "the admin URL {} cannot be used: {e}; check --admin-url or [admin] url",
+            crate::store::redacted_url(&config.admin_base_url())
+        ))
+    })?;
+    let body = body.map(|b| b.to_string());
+    let mut head = request::start_head(&endpoint, &method, path);
+    request::put_header(
+        &mut head,
+        b"authorization",
+        format!("Bearer {token}").as_bytes(),
+    );
+    if body.is_some() {
+        request::put_header(&mut head, b"content-type", b"application/json");
+    }
+    request::put_header(&mut head, b"connection", b"close");
+    let head = request::end_head(head, body.as_ref().map(String::len));
+    let timeouts = h1::Timeouts {
+        connect: Duration::from_secs(30),
+        answer: Duration::from_secs(30),
+    };
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .finish();
-        let req = client
-            .request(method, &url)
-            .insert_header(("authorization", format!("Bearer {token}")));
-        let sent = match body {
-            Some(b) => req.send_json(&b).await,
-            None => req.send().await,
-        };
-        let mut answer = match sent {
+        let body = body.unwrap_or_default();
+        let mut answer = match h1::send(
+            &endpoint,
+            &head,
+            body.as_bytes(),
+            timeouts,
+            h1::Connection::Once,
+        )
+        .await
+        {
             Ok(a) => a,
-            Err(awc::error::SendRequestError::Connect(_)) => return Err(CallError::NotRunning),
+            Err(h1::SendError::Connect(..)) => return Err(CallError::NotRunning),
             Err(e) => return Err(CallError::Failed(format!("{url}: {e}"))),
         };
         let status = answer.status();
         let bytes = answer
-            .body()
-            .limit(64 * 1024 * 1024)
+            .read_body(64 * 1024 * 1024)
             .await
             .map_err(|e| CallError::Failed(e.to_string()))?;
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -53,7 +76,7 @@ pub fn call(
             || String::from_utf8_lossy(&bytes).into_owned(),
             str::to_string,
         );
-        if status == actix_web::http::StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             return Err(CallError::Failed(format!(
                 "the server refused the admin token ({message}); check [admin] token or {}",
                 config.admin.token_file.display()

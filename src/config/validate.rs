@@ -44,11 +44,16 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         if !(value.starts_with("http://") || value.starts_with("https://")) {
             return Err(bad(
                 field,
-                format!("`{value}` must start with http:// or https://"),
+                format!(
+                    "`{}` must start with http:// or https://",
+                    crate::store::redacted_url(value)
+                ),
             ));
         }
-        if let Err(e) = value.parse::<actix_web::http::Uri>() {
-            return Err(bad(field, format!("`{value}` is not a valid URL ({e})")));
+        // The check the upstream client makes: a bad URL stops start-up, not a request.
+        if let Err(e) = crate::upstream::h1::Endpoint::parse(value) {
+            let shown = crate::store::redacted_url(value);
+            return Err(bad(field, format!("`{shown}` is not a valid URL: {e}")));
         }
     }
     if c.refresh.max_failures == 0 {

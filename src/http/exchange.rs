@@ -17,16 +17,14 @@ use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
 use crate::domain::Credential;
 use crate::metrics::tier_metrics;
 use crate::store::KeyRecord;
+use crate::upstream::h1::{self, Answer, Connection, SendError};
 use crate::upstream::oauth::RefreshError;
-use crate::upstream::{client, request, unanswered, usage::UsageReader};
-use actix_web::http::uri::PathAndQuery;
+use crate::upstream::{request, usage::UsageReader};
 use actix_web::http::{header, ConnectionType, Method, StatusCode, Version};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
-
-type Answer = awc::ClientResponse;
 
 /// The most of an error answer (400/401/403) read to classify it.
 const MAX_ERROR_BODY: usize = 4 * 1024 * 1024;
@@ -71,52 +69,38 @@ impl Exchange<'_> {
     }
 
     /// Sends the request; when Claude hangs up the connection before answering (typically a
-    /// pooled one it had just timed out), once more on a new connection (the request cannot have been served: no answer began).
-    async fn send(&self) -> Result<Answer, awc::error::SendRequestError> {
+    /// pooled one it had just timed out), once more on a new connection (the request cannot
+    /// have been served: no answer began).
+    async fn send(&self) -> Result<Answer, SendError> {
         let upstream = &self.svc.config.upstream;
-        match self.send_with(&client::client(upstream), false).await {
-            Err(e) if unanswered::closed_before_answer(&e) => {
-                log::info!(
-                    "Claude closed the connection for account {} before answering ({e}); sending again on a new connection",
-                    self.admission.account
-                );
-                self.send_with(&client::fresh_connection_client(upstream), true)
-                    .await
-            }
-            sent => sent,
-        }
-    }
-
-    async fn send_with(
-        &self,
-        client: &awc::Client,
-        close_after: bool,
-    ) -> Result<Answer, awc::error::SendRequestError> {
-        let path = self
-            .req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let endpoint = request::endpoint(&upstream.base_url)
+            .map_err(|e| SendError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let path = self.req.uri().path_and_query().map_or("/", |p| p.as_str());
         let method = if self.body.is_some() {
             Method::POST
         } else {
             Method::GET
         };
-        let mut upstream = request::build(
-            client,
-            &self.svc.config.upstream,
-            method,
-            &path,
+        let head = request::head(
+            &endpoint,
+            upstream,
+            &method,
+            path,
             self.req.headers(),
             &self.admission.credential.access_token,
-        )?;
-        if close_after {
-            upstream = upstream.force_close();
-        }
-        match &self.body {
-            Some(body) => upstream.send_body(body.clone()).await,
-            None => upstream.send().await,
+            self.body.as_ref().map(Bytes::len),
+        );
+        let body = self.body.as_deref().unwrap_or_default();
+        let timeouts = request::timeouts(upstream);
+        match h1::send(&endpoint, &head, body, timeouts, Connection::Pooled).await {
+            Err(e) if e.closed_before_answer() => {
+                log::info!(
+                    "Claude closed the connection for account {} before answering ({e}); sending again on a new connection",
+                    self.admission.account
+                );
+                h1::send(&endpoint, &head, body, timeouts, Connection::Fresh).await
+            }
+            sent => sent,
         }
     }
 
@@ -268,12 +252,10 @@ impl Exchange<'_> {
                         self.admission.account
                     );
                     return Err(match e {
-                        awc::error::SendRequestError::Timeout => ApiError::UpstreamTimeout,
-                        hung_up if unanswered::closed_before_answer(&hung_up) => {
-                            ApiError::UpstreamUnreachable(
-                                "it closed the connection twice without answering".into(),
-                            )
-                        }
+                        SendError::Timeout(_) => ApiError::UpstreamTimeout,
+                        hung_up if hung_up.closed_before_answer() => ApiError::UpstreamUnreachable(
+                            "it closed the connection twice without answering".into(),
+                        ),
                         other => ApiError::UpstreamUnreachable(other.to_string()),
                     });
                 }
@@ -296,7 +278,7 @@ impl Exchange<'_> {
                 return Ok(self.relay(answer));
             }
             let mut answer = answer;
-            let body = match answer.body().limit(MAX_ERROR_BODY).await {
+            let body = match answer.read_body(MAX_ERROR_BODY).await {
                 Ok(body) => body,
                 Err(e) => {
                     // No usable answer reached the client: the request is given back.
@@ -369,21 +351,23 @@ impl Exchange<'_> {
 
     /// An answer streamed through as it arrives.
     fn relay(mut self, answer: Answer) -> HttpResponse {
-        let status = answer.status();
-        let mut response = self.head(answer.headers(), status);
+        let Answer {
+            status,
+            headers,
+            body,
+        } = answer;
+        let mut response = self.head(&headers, status);
         if is_refunded(status) {
             self.refund();
         }
-        let content_type = answer
-            .headers()
+        let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         let is_stream = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let usage = UsageReader::for_content_type(content_type);
         let first_byte = is_stream.then(|| (self.started, self.key.tier.clone()));
         // A sized answer keeps its length (no chunked framing the client never asked for).
-        let length = answer
-            .headers()
+        let length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
@@ -391,7 +375,7 @@ impl Exchange<'_> {
             response.no_chunking(length);
         }
         let mut response =
-            response.streaming(Relay::new(answer, usage, self.ticket.take(), first_byte));
+            response.streaming(Relay::new(body, usage, self.ticket.take(), first_byte));
         if length.is_none() && self.req.version() < Version::HTTP_11 {
             // HTTP/1.0 has no chunked coding: the body runs until the connection closes.
             response.head_mut().no_chunking(true);

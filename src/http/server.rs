@@ -7,11 +7,8 @@ use crate::admin_token;
 use crate::config::Config;
 use actix_web::{web, App, HttpServer};
 
-/// Upstream connections idle this long are closed (awc would keep them forever).
-const IDLE_UPSTREAM: std::time::Duration = std::time::Duration::from_secs(20);
-
 pub fn serve(config: Config) -> Result<(), String> {
-    crate::upstream::client::install_crypto_provider();
+    crate::upstream::h1::install_crypto_provider();
     let token = admin_token::resolve(&config.admin).map_err(|e| e.to_string())?;
     let system = actix_web::rt::System::new();
     system.block_on(async move {
@@ -25,8 +22,8 @@ pub fn serve(config: Config) -> Result<(), String> {
             n => n,
         };
         let server = HttpServer::new(move || {
-            // Runs on each worker thread: its upstream client's idle connections get closed.
-            crate::upstream::client::start_idle_reaper(IDLE_UPSTREAM);
+            // Runs on each worker thread: its idle upstream connections get closed.
+            crate::upstream::h1::start_reaper();
             App::new()
                 .app_data(data.clone())
                 .configure(super::configure)

@@ -4,6 +4,8 @@
 use crate::clock::now_ms;
 use crate::config::UpstreamConfig;
 use crate::domain::Credential;
+use crate::upstream::{h1, request};
+use actix_web::http::Method;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -29,7 +31,6 @@ struct TokenAnswer {
 }
 
 pub async fn refresh(
-    client: &awc::Client,
     cfg: &UpstreamConfig,
     current: &Credential,
 ) -> Result<Credential, RefreshError> {
@@ -41,19 +42,34 @@ pub async fn refresh(
         "grant_type": "refresh_token",
         "refresh_token": refresh_token,
         "client_id": cfg.oauth_client_id,
-    });
-    let mut answer = client
-        .post(&cfg.oauth_token_url)
-        .insert_header(("user-agent", cfg.user_agent.as_str()))
-        .insert_header(("content-type", "application/json"))
-        .timeout(cfg.connect_timeout.get().max(Duration::from_secs(30)))
-        .send_json(&body)
-        .await
-        .map_err(|e| RefreshError::Transport(e.to_string()))?;
+    })
+    .to_string();
+    let endpoint = h1::Endpoint::parse(&cfg.oauth_token_url)
+        .map_err(|e| RefreshError::Transport(format!("upstream.oauth_token_url: {e}")))?;
+    let mut head = request::start_head(&endpoint, &Method::POST, "");
+    request::put_header(&mut head, b"user-agent", cfg.user_agent.as_bytes());
+    request::put_header(&mut head, b"content-type", b"application/json");
+    request::put_header(&mut head, b"accept", b"application/json");
+    // A new connection each time, closed after: a refresh token is single-use, so a
+    // request is never sent again on a pooled connection that might have gone stale.
+    request::put_header(&mut head, b"connection", b"close");
+    let head = request::end_head(head, Some(body.len()));
+    let timeouts = h1::Timeouts {
+        connect: cfg.connect_timeout.get(),
+        answer: cfg.connect_timeout.get().max(Duration::from_secs(30)),
+    };
+    let mut answer = h1::send(
+        &endpoint,
+        &head,
+        body.as_bytes(),
+        timeouts,
+        h1::Connection::Once,
+    )
+    .await
+    .map_err(|e| RefreshError::Transport(e.to_string()))?;
     let status = answer.status();
     let bytes = answer
-        .body()
-        .limit(1024 * 1024)
+        .read_body(1024 * 1024)
         .await
         .map_err(|e| RefreshError::Transport(e.to_string()))?;
     if status.as_u16() == 429 {

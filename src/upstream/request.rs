@@ -1,64 +1,48 @@
 //! Turns a client's request into Claude's: the account's bearer token, the merged beta
-//! list, the client's end-to-end headers and nothing of the client's credentials.
+//! list, the client's end-to-end headers and nothing of the client's credentials — written
+//! straight into the bytes of an HTTP/1.1 request head.
 
 use crate::config::UpstreamConfig;
 use crate::domain::headers::{
     connection_named, forward_request_header, merged_beta, DEFAULT_ANTHROPIC_VERSION, OAUTH_BETA,
 };
 use crate::http::header_names as names;
-use actix_web::error::HttpError;
+use crate::upstream::h1::{Endpoint, Timeouts};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use actix_web::http::Method;
 use std::cell::RefCell;
+use std::sync::Arc;
 
 /// Bearer header values kept per worker, at most this many (one per account in use).
 const BEARERS_KEPT: usize = 64;
 
-/// Scheme and host of a base URL that has no path of its own.
-type Origin = (Scheme, Authority);
-
 thread_local! {
     /// The parsed `base_url` (per worker: the URL is parsed once, not per request).
-    static BASE: RefCell<Option<(String, Option<Origin>)>> = const { RefCell::new(None) };
+    static BASE: RefCell<Option<(String, Arc<Endpoint>)>> = const { RefCell::new(None) };
     /// Access token → its `Bearer …` header value, validated once.
     static BEARERS: RefCell<Vec<(String, HeaderValue)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Scheme and authority of a base URL without a path of its own; None when it has one
-/// (then the URL is joined as text).
-fn origin_of(base_url: &str) -> Option<Origin> {
-    let uri: Uri = base_url.parse().ok()?;
-    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
-    let parts = uri.into_parts();
-    match (bare, parts.scheme, parts.authority) {
-        (true, Some(scheme), Some(authority)) => Some((scheme, authority)),
-        _ => None,
+/// The connect and answer timeouts of `[upstream]`.
+pub fn timeouts(cfg: &UpstreamConfig) -> Timeouts {
+    Timeouts {
+        connect: cfg.connect_timeout.get(),
+        answer: cfg.response_timeout.get(),
     }
 }
 
-/// `base_url` joined with the client's path and query.
-fn upstream_uri(base_url: &str, path_and_query: &PathAndQuery) -> Result<Uri, HttpError> {
-    let origin = BASE.with(|b| {
+/// Where `base_url` points (checked at start-up, so an error here means a changed config).
+pub fn endpoint(base_url: &str) -> Result<Arc<Endpoint>, String> {
+    BASE.with(|b| {
         let mut base = b.borrow_mut();
         match base.as_ref() {
-            Some((url, origin)) if url == base_url => origin.clone(),
+            Some((url, endpoint)) if url == base_url => Ok(endpoint.clone()),
             _ => {
-                let origin = origin_of(base_url);
-                *base = Some((base_url.to_string(), origin.clone()));
-                origin
+                let endpoint = Arc::new(Endpoint::parse(base_url)?);
+                *base = Some((base_url.to_string(), endpoint.clone()));
+                Ok(endpoint)
             }
         }
-    });
-    Ok(match origin {
-        Some((scheme, authority)) => {
-            let mut parts = actix_web::http::uri::Parts::default();
-            parts.scheme = Some(scheme);
-            parts.authority = Some(authority);
-            parts.path_and_query = Some(path_and_query.clone());
-            Uri::from_parts(parts)?
-        }
-        None => format!("{}{}", base_url.trim_end_matches('/'), path_and_query).parse::<Uri>()?,
     })
 }
 
@@ -92,17 +76,55 @@ fn beta_value(client_headers: &HeaderMap) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(OAUTH_BETA))
 }
 
-pub fn build(
-    client: &awc::Client,
+/// Appends `name: value\r\n`.
+pub fn put_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// The request line and `host`: the caller's path under the endpoint's own path, or with
+/// no path of the caller's (""), the endpoint's URL as written.
+pub fn start_head(endpoint: &Endpoint, method: &Method, path_and_query: &str) -> Vec<u8> {
+    let mut head = Vec::with_capacity(1024);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    if path_and_query.is_empty() {
+        head.extend_from_slice(endpoint.path.as_bytes());
+    } else {
+        head.extend_from_slice(endpoint.path_prefix.as_bytes());
+        head.extend_from_slice(path_and_query.as_bytes());
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    put_header(&mut head, b"host", endpoint.authority.as_bytes());
+    head
+}
+
+/// The head's `content-length` (when there is a body) and the empty line that ends it.
+pub fn end_head(mut head: Vec<u8>, body_len: Option<usize>) -> Vec<u8> {
+    if let Some(len) = body_len {
+        put_header(
+            &mut head,
+            b"content-length",
+            itoa::Buffer::new().format(len).as_bytes(),
+        );
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The whole head of the request to Claude.
+pub fn head(
+    endpoint: &Endpoint,
     cfg: &UpstreamConfig,
-    method: Method,
-    path_and_query: &PathAndQuery,
+    method: &Method,
+    path_and_query: &str,
     client_headers: &HeaderMap,
     access_token: &str,
-) -> Result<awc::ClientRequest, awc::error::SendRequestError> {
-    let uri = upstream_uri(&cfg.base_url, path_and_query)
-        .map_err(|e| awc::error::SendRequestError::Url(awc::error::InvalidUrl::HttpError(e)))?;
-    let mut req = client.request(method, uri).no_decompress();
+    body_len: Option<usize>,
+) -> Vec<u8> {
+    let mut head = start_head(endpoint, method, path_and_query);
     let hop_only = connection_named(
         client_headers
             .get_all(header::CONNECTION)
@@ -114,51 +136,151 @@ pub fn build(
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name.as_str()))
         {
-            req = req.append_header((name.clone(), value.clone()));
+            put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    req = req.insert_header((names::ANTHROPIC_BETA, beta_value(client_headers)));
+    put_header(
+        &mut head,
+        names::ANTHROPIC_BETA.as_str().as_bytes(),
+        beta_value(client_headers).as_bytes(),
+    );
     if !client_headers.contains_key(names::ANTHROPIC_VERSION) {
-        req = req.insert_header((
-            names::ANTHROPIC_VERSION,
-            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
-        ));
+        put_header(
+            &mut head,
+            names::ANTHROPIC_VERSION.as_str().as_bytes(),
+            DEFAULT_ANTHROPIC_VERSION.as_bytes(),
+        );
     }
     if !client_headers.contains_key(header::USER_AGENT) {
-        req = req.insert_header((header::USER_AGENT, cfg.user_agent.as_str()));
+        put_header(&mut head, b"user-agent", cfg.user_agent.as_bytes());
     }
-    req = req.insert_header((
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    ));
-    Ok(match bearer(access_token) {
-        Some(v) => req.insert_header((header::AUTHORIZATION, v)),
-        // A token with bytes a header cannot carry: upstream will refuse it as unauthenticated.
-        None => req,
-    })
+    put_header(&mut head, b"accept-encoding", b"identity");
+    // A token with bytes a header cannot carry goes without: Claude refuses it as
+    // unauthenticated, and no byte of it can split the head.
+    if let Some(v) = bearer(access_token) {
+        put_header(&mut head, b"authorization", v.as_bytes());
+    }
+    end_head(head, body_len)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::http::header::HeaderName;
 
-    fn pq(text: &str) -> PathAndQuery {
-        text.parse().unwrap()
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        map
+    }
+
+    fn head_text(
+        base: &str,
+        path: &str,
+        client: &HeaderMap,
+        token: &str,
+        body: Option<usize>,
+    ) -> String {
+        let endpoint = Endpoint::parse(base).unwrap();
+        let cfg = UpstreamConfig::default();
+        let bytes = head(&endpoint, &cfg, &Method::POST, path, client, token, body);
+        String::from_utf8(bytes).unwrap()
     }
 
     #[test]
-    fn joins_a_bare_base_and_a_base_with_a_path() {
-        let uri = upstream_uri("https://api.anthropic.com", &pq("/v1/messages?beta=true")).unwrap();
-        assert_eq!(
-            uri.to_string(),
-            "https://api.anthropic.com/v1/messages?beta=true"
+    fn joins_the_base_path_and_the_clients_path() {
+        let text = head_text(
+            "https://api.anthropic.com",
+            "/v1/messages?beta=true",
+            &HeaderMap::new(),
+            "t",
+            Some(2),
         );
-        let uri = upstream_uri("http://127.0.0.1:9/", &pq("/v1/models")).unwrap();
-        assert_eq!(uri.to_string(), "http://127.0.0.1:9/v1/models");
-        // A second base on the same thread replaces the remembered one.
-        let uri = upstream_uri("http://gw.example/anthropic/", &pq("/v1/messages")).unwrap();
-        assert_eq!(uri.to_string(), "http://gw.example/anthropic/v1/messages");
-        assert!(upstream_uri("not a url", &pq("/v1/messages")).is_err());
+        assert!(
+            text.starts_with("POST /v1/messages?beta=true HTTP/1.1\r\nhost: api.anthropic.com\r\n"),
+            "{text}"
+        );
+        let text = head_text(
+            "http://gw.example:8080/anthropic/",
+            "/v1/messages",
+            &HeaderMap::new(),
+            "t",
+            None,
+        );
+        assert!(
+            text.starts_with("POST /anthropic/v1/messages HTTP/1.1\r\nhost: gw.example:8080\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("content-length"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn carries_the_accounts_token_and_the_clients_end_to_end_headers_only() {
+        let client = headers(&[
+            ("authorization", "Bearer sk-cli-v1-client"),
+            ("x-api-key", "sk-cli-v1-client"),
+            ("content-type", "application/json"),
+            ("x-stainless-lang", "js"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("anthropic-beta", "x-1, oauth-2025-04-20"),
+            ("user-agent", "claude-cli/1.0.0"),
+        ]);
+        let text = head_text(
+            "http://127.0.0.1:9",
+            "/v1/messages",
+            &client,
+            "tok-a",
+            Some(17),
+        );
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        for line in [
+            "content-type: application/json",
+            "x-stainless-lang: js",
+            "anthropic-beta: x-1,oauth-2025-04-20",
+            "anthropic-version: 2023-06-01",
+            "user-agent: claude-cli/1.0.0",
+            "accept-encoding: identity",
+            "authorization: Bearer tok-a",
+            "content-length: 17",
+        ] {
+            assert_eq!(
+                lines.iter().filter(|l| **l == line).count(),
+                1,
+                "{line} once in\n{text}"
+            );
+        }
+        assert!(!text.contains("sk-cli-v1-client"), "{text}");
+        assert!(!text.contains("x-hop"), "{text}");
+        assert!(!text.contains("connection"), "{text}");
+    }
+
+    #[test]
+    fn a_request_to_the_url_itself_keeps_its_path() {
+        let token_url = Endpoint::parse("https://platform.claude.com/v1/oauth/token").unwrap();
+        let head = start_head(&token_url, &Method::POST, "");
+        assert!(head.starts_with(b"POST /v1/oauth/token HTTP/1.1\r\nhost: platform.claude.com\r\n"));
+        let bare = Endpoint::parse("http://127.0.0.1:9").unwrap();
+        assert!(start_head(&bare, &Method::GET, "").starts_with(b"GET / HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn a_token_that_could_split_the_head_is_not_sent() {
+        let text = head_text(
+            "http://127.0.0.1:9",
+            "/v1/models",
+            &HeaderMap::new(),
+            "bad\r\nx-evil: 1",
+            None,
+        );
+        assert!(!text.contains("x-evil"), "{text}");
+        assert!(!text.contains("authorization"), "{text}");
     }
 
     #[test]
@@ -185,5 +307,14 @@ mod tests {
             HeaderValue::from_static("x-1, oauth-2025-04-20"),
         );
         assert_eq!(beta_value(&headers), "x-1,oauth-2025-04-20");
+    }
+
+    #[test]
+    fn the_endpoint_is_parsed_once_per_base() {
+        let a = endpoint("http://127.0.0.1:9").unwrap();
+        assert!(Arc::ptr_eq(&a, &endpoint("http://127.0.0.1:9").unwrap()));
+        let b = endpoint("http://127.0.0.1:10/x").unwrap();
+        assert_eq!(b.path_prefix, "/x");
+        assert!(endpoint("not a url").is_err());
     }
 }

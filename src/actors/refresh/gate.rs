@@ -7,7 +7,7 @@ use crate::actors::pool::{GetCredential, PoolActor, UpdateCredential};
 use crate::config::Config;
 use crate::domain::Credential;
 use crate::store::Backend;
-use crate::upstream::{client, oauth, oauth::RefreshError};
+use crate::upstream::{oauth, oauth::RefreshError};
 use actix::Addr;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -85,12 +85,7 @@ impl RefreshGate {
         if current.is_newer_than(seen) {
             return Ok(RefreshOutcome::AlreadyNewer(current));
         }
-        let fresh = oauth::refresh(
-            &client::client(&self.config.upstream),
-            &self.config.upstream,
-            &current,
-        )
-        .await?;
+        let fresh = oauth::refresh(&self.config.upstream, &current).await?;
         self.save(pool, tier, account, &fresh).await;
         Ok(RefreshOutcome::Refreshed(Arc::new(fresh)))
     }

@@ -1,0 +1,142 @@
+//! Claude's answer: its head, and its body as a stream of the bytes as they arrive. A body
+//! read to its end gives the connection back to the worker's pool; a body dropped early
+//! closes it, which cancels the request at Claude's end.
+
+use super::conn::Conn;
+use super::decode::{BodyError, Decoded, Decoder};
+use super::head::Head;
+use super::pool;
+use actix_web::http::header::HeaderMap;
+use actix_web::http::StatusCode;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Room made in the read buffer before each read.
+const READ_SIZE: usize = 8 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Framing(#[from] BodyError),
+    #[error("the connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("Claude's answer is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: AnswerBody,
+}
+
+pub struct AnswerBody {
+    conn: Option<Conn>,
+    decoder: Decoder,
+    reusable: bool,
+    origin: Arc<str>,
+}
+
+impl Answer {
+    pub(super) fn new(head: Head, conn: Conn, origin: Arc<str>) -> Answer {
+        let mut body = AnswerBody {
+            conn: Some(conn),
+            decoder: Decoder::new(head.framing),
+            reusable: head.reusable,
+            origin,
+        };
+        if body.decoder.is_done() {
+            body.release();
+        }
+        Answer {
+            status: head.status,
+            headers: head.headers,
+            body,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The whole body, refused beyond `limit` bytes.
+    pub async fn read_body(&mut self, limit: usize) -> Result<Bytes, AnswerError> {
+        let mut whole = BytesMut::new();
+        while let Some(piece) = self.body.next().await {
+            let piece = piece?;
+            if whole.len() + piece.len() > limit {
+                return Err(AnswerError::TooLarge(limit));
+            }
+            if whole.is_empty() && self.body.conn.is_none() {
+                // The body came in one piece: no copy.
+                return Ok(piece);
+            }
+            whole.extend_from_slice(&piece);
+        }
+        Ok(whole.freeze())
+    }
+}
+
+impl AnswerBody {
+    /// The body was read whole: the connection serves the next request, when it may.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && conn.buf.is_empty() {
+                pool::put(&self.origin, conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: AnswerError) -> Poll<Option<Result<Bytes, AnswerError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for AnswerBody {
+    type Item = Result<Bytes, AnswerError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut conn.buf) {
+                Err(e) => return this.fail(e.into()),
+                Ok(Decoded::Piece(piece)) => {
+                    if this.decoder.is_done() {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(piece)));
+                }
+                Ok(Decoded::End) => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {
+                    conn.buf.reserve(READ_SIZE);
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(0)) => {
+                            this.conn = None;
+                            return match this.decoder.at_close() {
+                                Ok(()) => Poll::Ready(None),
+                                Err(e) => Poll::Ready(Some(Err(e.into()))),
+                            };
+                        }
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(e)) => return this.fail(e.into()),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Each worker thread's idle connections to Claude, reused most recent first (the one most
+//! likely still open). An idle connection is closed after `KEEP_IDLE`, before servers
+//! usually time it out, and at most `MAX_IDLE` are kept, so a peak of streams leaves no
+//! lasting trail of sockets and buffers.
+
+use super::conn::Conn;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const KEEP_IDLE: Duration = Duration::from_secs(15);
+const MAX_IDLE: usize = 512;
+
+struct Idle {
+    origin: Arc<str>,
+    conn: Conn,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
+    static REAPER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// An idle connection to `origin`, if one was kept and is not too old.
+pub fn take(origin: &str) -> Option<Conn> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let now = Instant::now();
+        // Oldest first: whatever expired sits at the front.
+        let expired = idle
+            .iter()
+            .take_while(|i| now.duration_since(i.since) >= KEEP_IDLE)
+            .count();
+        idle.drain(..expired);
+        let at = idle.iter().rposition(|i| &*i.origin == origin)?;
+        Some(idle.remove(at).conn)
+    })
+}
+
+/// Keeps a connection whose last answer was read whole, for the next request to `origin`.
+pub fn put(origin: &Arc<str>, mut conn: Conn) {
+    // An empty buffer is given back: a kept connection holds no memory of its own.
+    if conn.buf.is_empty() {
+        conn.buf = bytes::BytesMut::new();
+    }
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            origin: origin.clone(),
+            conn,
+            since: Instant::now(),
+        });
+    });
+}
+
+/// Idle connections kept on this thread.
+pub fn idle_count() -> usize {
+    IDLE.with(|idle| idle.borrow().len())
+}
+
+/// Closes this thread's connections idle for `KEEP_IDLE` or longer; how many it closed.
+pub fn close_expired() -> usize {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let before = idle.len();
+        idle.retain(|i| i.since.elapsed() < KEEP_IDLE);
+        if idle.is_empty() {
+            idle.shrink_to_fit();
+        }
+        before - idle.len()
+    })
+}
+
+/// Once per worker: a timer that closes expired idle connections even when no request
+/// comes to take one, and gives their memory back.
+pub fn start_reaper() {
+    if REAPER.with(|r| r.replace(true)) {
+        return;
+    }
+    actix_rt::spawn(async move {
+        let mut tick = actix_rt::time::interval(KEEP_IDLE / 4);
+        loop {
+            tick.tick().await;
+            if close_expired() > 0 && idle_count() == 0 {
+                crate::allocator::give_back_freed_memory();
+            }
+        }
+    });
+}
