@@ -26,11 +26,17 @@ const TIMEOUTS: Timeouts = Timeouts {
     answer: Duration::from_secs(600),
 };
 
-fn hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "host" | "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "te"
-    )
+fn hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"host"[..],
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"content-length",
+        b"te",
+    ]
+    .iter()
+    .any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
 async fn forward(
@@ -41,7 +47,7 @@ async fn forward(
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut head = start_head(&upstream, req.method(), path);
     for (name, value) in req.headers() {
-        if !hop_by_hop(name.as_str()) {
+        if !hop_by_hop(name.as_str().as_bytes()) {
             put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
     }
@@ -60,13 +66,16 @@ async fn forward(
     };
     let mut response = HttpResponse::build(status);
     for (name, value) in headers.iter() {
-        if !hop_by_hop(name.as_str()) {
-            response.append_header((name.clone(), value.clone()));
+        if !hop_by_hop(name) {
+            response.append_header((
+                header::HeaderName::from_bytes(name).unwrap(),
+                header::HeaderValue::from_bytes(value).unwrap(),
+            ));
         }
     }
     let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        .get_str("content-length")
+        .and_then(|v| v.parse::<u64>().ok());
     if let Some(length) = length {
         response.no_chunking(length);
     }

@@ -48,12 +48,15 @@ pub fn connection_named<'a>(connection_values: impl Iterator<Item = &'a str>) ->
         .collect()
 }
 
-/// True when an upstream response header is passed back to the client.
-pub fn return_response_header(lowercase_name: &str) -> bool {
-    matches!(
-        lowercase_name,
-        "content-type" | "request-id" | "retry-after"
-    ) || lowercase_name.starts_with("anthropic-ratelimit-")
+/// True when an upstream response header is passed back to the client (names in any case).
+pub fn return_response_header(name: &[u8]) -> bool {
+    const RATELIMIT: &[u8] = b"anthropic-ratelimit-";
+    [&b"content-type"[..], b"request-id", b"retry-after"]
+        .iter()
+        .any(|kept| name.eq_ignore_ascii_case(kept))
+        || name
+            .get(..RATELIMIT.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RATELIMIT))
 }
 
 /// The client's `anthropic-beta` values (any number of headers, comma lists) plus the OAuth
@@ -126,10 +129,15 @@ mod tests {
 
     #[test]
     fn response_header_rules() {
-        assert!(return_response_header("anthropic-ratelimit-unified-reset"));
-        assert!(return_response_header("request-id"));
-        assert!(!return_response_header("anthropic-organization-id"));
-        assert!(!return_response_header("set-cookie"));
+        assert!(return_response_header(b"anthropic-ratelimit-unified-reset"));
+        assert!(return_response_header(b"request-id"));
+        assert!(!return_response_header(b"anthropic-organization-id"));
+        assert!(!return_response_header(b"set-cookie"));
+        assert!(return_response_header(
+            b"Anthropic-RateLimit-Requests-Limit"
+        ));
+        assert!(return_response_header(b"Content-Type"));
+        assert!(!return_response_header(b"anthropic-ratelimit"));
     }
 
     #[test]

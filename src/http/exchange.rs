@@ -17,10 +17,11 @@ use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
 use crate::domain::Credential;
 use crate::metrics::tier_metrics;
 use crate::store::KeyRecord;
-use crate::upstream::h1::{self, Answer, Connection, SendError};
+use crate::upstream::h1::{self, Answer, Connection, Fields, SendError};
 use crate::upstream::oauth::RefreshError;
 use crate::upstream::{request, usage::UsageReader};
-use actix_web::http::{header, ConnectionType, Method, StatusCode, Version};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{ConnectionType, Method, StatusCode, Version};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -47,12 +48,8 @@ fn is_refunded(status: StatusCode) -> bool {
 }
 
 /// `anthropic-ratelimit-unified-reset`: epoch seconds, or RFC 3339.
-fn unified_reset_ms(answer_headers: &actix_web::http::header::HeaderMap) -> Option<i64> {
-    let raw = answer_headers
-        .get("anthropic-ratelimit-unified-reset")?
-        .to_str()
-        .ok()?
-        .trim();
+fn unified_reset_ms(answer_headers: &Fields) -> Option<i64> {
+    let raw = answer_headers.get_str("anthropic-ratelimit-unified-reset")?;
     if let Ok(secs) = raw.parse::<i64>() {
         return Some(secs.saturating_mul(1000));
     }
@@ -315,11 +312,16 @@ impl Exchange<'_> {
             .observe(sending.duration_since(self.started).as_secs_f64());
     }
 
-    fn head(&self, answer_headers: &header::HeaderMap, status: StatusCode) -> HttpResponseBuilder {
+    fn head(&self, answer_headers: &Fields, status: StatusCode) -> HttpResponseBuilder {
         let mut response = HttpResponse::build(status);
         for (name, value) in answer_headers.iter() {
-            if return_response_header(name.as_str()) {
-                response.append_header((name.clone(), value.clone()));
+            if return_response_header(name) {
+                // httparse checked both; a pair `http` still refuses is left out.
+                if let (Ok(name), Ok(value)) =
+                    (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+                {
+                    response.append_header((name, value));
+                }
             }
         }
         if status.is_success() {
@@ -330,9 +332,7 @@ impl Exchange<'_> {
                 response.append_header((names::RATELIMIT_RESET, rfc3339_ms(g.resets_at)));
             }
         }
-        if status == StatusCode::TOO_MANY_REQUESTS
-            && !answer_headers.contains_key(header::RETRY_AFTER)
-        {
+        if status == StatusCode::TOO_MANY_REQUESTS && !answer_headers.contains("retry-after") {
             let secs = unified_reset_ms(answer_headers)
                 .map_or(60, |until| ((until - now_ms()) / 1000).max(1));
             response.insert_header((header::RETRY_AFTER, secs));
@@ -360,16 +360,13 @@ impl Exchange<'_> {
         if is_refunded(status) {
             self.refund();
         }
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
+        let content_type = headers.get_str("content-type");
         let is_stream = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let usage = UsageReader::for_content_type(content_type);
         let first_byte = is_stream.then(|| (self.started, self.key.tier.clone()));
         // A sized answer keeps its length (no chunked framing the client never asked for).
         let length = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
+            .get_str("content-length")
             .and_then(|v| v.parse::<u64>().ok());
         if let Some(length) = length {
             response.no_chunking(length);

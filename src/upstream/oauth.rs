@@ -75,9 +75,8 @@ pub async fn refresh(
     if status.as_u16() == 429 {
         let secs = answer
             .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .get_str("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(60);
         return Err(RefreshError::RateLimited(Duration::from_secs(secs)));
     }

@@ -4,9 +4,9 @@
 
 use super::conn::Conn;
 use super::decode::{BodyError, Decoded, Decoder};
+use super::fields::Fields;
 use super::head::Head;
 use super::pool;
-use actix_web::http::header::HeaderMap;
 use actix_web::http::StatusCode;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -29,7 +29,7 @@ pub enum AnswerError {
 
 pub struct Answer {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub headers: Fields,
     pub body: AnswerBody,
 }
 
@@ -41,7 +41,8 @@ pub struct AnswerBody {
 }
 
 impl Answer {
-    pub(super) fn new(head: Head, conn: Conn, origin: Arc<str>) -> Answer {
+    /// `raw_head`: the bytes `head` was parsed from, which its fields point into.
+    pub(super) fn new(head: Head, raw_head: Bytes, conn: Conn, origin: Arc<str>) -> Answer {
         let mut body = AnswerBody {
             conn: Some(conn),
             decoder: Decoder::new(head.framing),
@@ -53,7 +54,7 @@ impl Answer {
         }
         Answer {
             status: head.status,
-            headers: head.headers,
+            headers: Fields::new(raw_head, head.fields),
             body,
         }
     }
@@ -62,7 +63,7 @@ impl Answer {
         self.status
     }
 
-    pub fn headers(&self) -> &HeaderMap {
+    pub fn headers(&self) -> &Fields {
         &self.headers
     }
 

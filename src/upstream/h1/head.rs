@@ -1,7 +1,7 @@
 //! An answer's head: status, headers, how its body is framed, and whether the connection
 //! can carry another request afterwards (RFC 9112 §6.3, §9.3).
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use super::fields::Field;
 use actix_web::http::StatusCode;
 
 /// The most bytes an answer's head may take.
@@ -23,7 +23,8 @@ pub enum Framing {
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    /// Where each field sits in the bytes `parse` consumed.
+    pub fields: Vec<Field>,
     pub framing: Framing,
     /// The connection may carry another request once the body was read whole.
     pub reusable: bool,
@@ -44,7 +45,7 @@ pub enum HeadError {
 pub fn parse(buf: &[u8]) -> Result<Option<(usize, Head)>, HeadError> {
     let mut start = 0;
     loop {
-        let Some((len, head)) = parse_one(&buf[start..])? else {
+        let Some((len, head)) = parse_one(buf, start)? else {
             if buf.len() > MAX_HEAD {
                 return Err(HeadError::TooLarge);
             }
@@ -59,74 +60,72 @@ pub fn parse(buf: &[u8]) -> Result<Option<(usize, Head)>, HeadError> {
     }
 }
 
-fn parse_one(buf: &[u8]) -> Result<Option<(usize, Head)>, HeadError> {
+/// The head starting at `buf[start..]`.
+fn parse_one(buf: &[u8], start: usize) -> Result<Option<(usize, Head)>, HeadError> {
     let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
     let mut answer = httparse::Response::new(&mut few);
-    match answer.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => return head_of(&answer).map(|h| Some((len, h))),
+    match answer.parse(&buf[start..]) {
+        Ok(httparse::Status::Complete(len)) => {
+            return head_of(&answer, buf).map(|h| Some((len, h)))
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {}
         Err(e) => return Err(HeadError::Malformed(e.to_string())),
     }
     let mut many = vec![httparse::EMPTY_HEADER; MANY_HEADERS];
     let mut answer = httparse::Response::new(&mut many);
-    match answer.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => head_of(&answer).map(|h| Some((len, h))),
+    match answer.parse(&buf[start..]) {
+        Ok(httparse::Status::Complete(len)) => head_of(&answer, buf).map(|h| Some((len, h))),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(e) => Err(HeadError::Malformed(e.to_string())),
     }
 }
 
-fn head_of(answer: &httparse::Response<'_, '_>) -> Result<Head, HeadError> {
+/// Offsets of `part` (a slice of `buf`) within `buf`.
+fn range_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn head_of(answer: &httparse::Response<'_, '_>, buf: &[u8]) -> Result<Head, HeadError> {
     let code = answer.code.unwrap_or(0);
     let status =
         StatusCode::from_u16(code).map_err(|_| HeadError::Malformed(format!("status {code}")))?;
     let http11 = answer.version == Some(1);
-    let mut headers = HeaderMap::with_capacity(answer.headers.len());
+    let mut fields = Vec::with_capacity(answer.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
     let mut close = !http11;
     for h in answer.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| HeadError::Malformed(format!("header name {:?}", h.name)))?;
-        let value = HeaderValue::from_bytes(h.value)
-            .map_err(|_| HeadError::Malformed(format!("value of {name}")))?;
-        match name.as_str() {
-            "content-length" => {
-                let n = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or(HeadError::BadLength)?;
-                if length.is_some_and(|seen| seen != n) {
-                    return Err(HeadError::BadLength);
-                }
-                length = Some(n);
+        fields.push(Field {
+            name: range_in(buf, h.name.as_bytes()),
+            value: range_in(buf, h.value),
+        });
+        let value = || std::str::from_utf8(h.value).unwrap_or("");
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = value()
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| HeadError::BadLength)?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(HeadError::BadLength);
             }
-            "transfer-encoding" => {
-                // Chunked counts only as the last coding (RFC 9112 §6.3).
-                let last = value
-                    .to_str()
-                    .unwrap_or("")
-                    .rsplit(',')
-                    .next()
-                    .unwrap_or("");
-                chunked = last.trim().eq_ignore_ascii_case("chunked");
-                other_coding = !chunked;
-            }
-            "connection" => {
-                for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                    if token.eq_ignore_ascii_case("close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
-                        close = false;
-                    }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked counts only as the last coding (RFC 9112 §6.3).
+            let last = value().rsplit(',').next().unwrap_or("");
+            chunked = last.trim().eq_ignore_ascii_case("chunked");
+            other_coding = !chunked;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in value().split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                    close = false;
                 }
             }
-            _ => {}
         }
-        headers.append(name, value);
     }
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -146,7 +145,7 @@ fn head_of(answer: &httparse::Response<'_, '_>) -> Result<Head, HeadError> {
     };
     Ok(Head {
         status,
-        headers,
+        fields,
         framing,
         reusable: !close && framing != Framing::UntilClose,
     })
@@ -164,15 +163,15 @@ mod tests {
 
     #[test]
     fn reads_each_framing() {
-        let sized =
-            head("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n");
+        let text =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n";
+        let sized = head(text);
         assert_eq!(sized.status, StatusCode::OK);
         assert_eq!(sized.framing, Framing::Length(12));
         assert!(sized.reusable);
-        assert_eq!(
-            sized.headers.get("content-type").unwrap(),
-            "application/json"
-        );
+        let first = &sized.fields[0];
+        assert_eq!(&text[first.name.clone()], "content-type");
+        assert_eq!(&text[first.value.clone()], "application/json");
 
         let stream = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(stream.framing, Framing::Chunked);
@@ -215,6 +214,7 @@ mod tests {
         let (len, head) = parse(text.as_bytes()).unwrap().unwrap();
         assert_eq!(len, text.len());
         assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(&text[head.fields[0].value.clone()], "2");
         assert!(parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2")
             .unwrap()
             .is_none());
@@ -248,7 +248,7 @@ mod tests {
         }
         text.push_str("content-length: 3\r\n\r\n");
         let head = head(&text);
-        assert_eq!(head.headers.len(), 201);
+        assert_eq!(head.fields.len(), 201);
         assert_eq!(head.framing, Framing::Length(3));
     }
 }

@@ -5,7 +5,7 @@ use super::conn::{connect, Conn};
 use super::endpoint::Endpoint;
 use super::head::{self, HeadError};
 use super::pool;
-use bytes::Buf;
+use bytes::Bytes;
 use std::io::{self, ErrorKind, IoSlice};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -86,9 +86,9 @@ pub async fn send(
                 true => SendError::HungUp(e.to_string()),
                 false => SendError::Io(e),
             })?;
-        let mut head = read_head(&mut conn).await?;
+        let (mut head, raw_head) = read_head(&mut conn).await?;
         head.reusable &= connection != Connection::Once;
-        Ok(Answer::new(head, conn, endpoint.origin.clone()))
+        Ok(Answer::new(head, raw_head, conn, endpoint.origin.clone()))
     };
     match tokio::time::timeout(timeouts.answer, exchange).await {
         Ok(sent) => sent,
@@ -114,12 +114,12 @@ async fn write_request(conn: &mut Conn, head: &[u8], body: &[u8]) -> io::Result<
     conn.io.flush().await
 }
 
-async fn read_head(conn: &mut Conn) -> Result<head::Head, SendError> {
+/// The answer's head, and the bytes it was read from.
+async fn read_head(conn: &mut Conn) -> Result<(head::Head, Bytes), SendError> {
     loop {
         if !conn.buf.is_empty() {
             if let Some((len, head)) = head::parse(&conn.buf)? {
-                conn.buf.advance(len);
-                return Ok(head);
+                return Ok((head, conn.buf.split_to(len).freeze()));
             }
         }
         conn.buf.reserve(8 * 1024);
