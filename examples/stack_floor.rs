@@ -14,6 +14,7 @@
 #[path = "shared/server_args.rs"]
 mod server_args;
 
+use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use claude_route::upstream::h1::{self, Answer, Connection, Endpoint, Timeouts};
@@ -76,10 +77,10 @@ async fn forward(
     let length = headers
         .get_str("content-length")
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = length {
-        response.no_chunking(length);
+    match length {
+        Some(length) => response.body(SizedStream::new(length, body)),
+        None => response.body(BodyStream::new(body)),
     }
-    response.streaming(body)
 }
 
 fn main() -> std::io::Result<()> {

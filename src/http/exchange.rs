@@ -20,10 +20,12 @@ use crate::store::KeyRecord;
 use crate::upstream::h1::{self, Answer, Connection, Fields, SendError};
 use crate::upstream::oauth::RefreshError;
 use crate::upstream::{request, usage::UsageReader};
+use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{ConnectionType, Method, StatusCode, Version};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,6 +47,30 @@ pub struct Exchange<'a> {
 /// Upstream answers that mean "Claude did not serve this": the request is given back.
 fn is_refunded(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+thread_local! {
+    /// The last `x-ratelimit-reset-requests` value: a window's reset time is the same for
+    /// every request in it, so it is formatted once per window, not per request.
+    static RESET_VALUE: RefCell<Option<(crate::domain::Millis, HeaderValue)>> =
+        const { RefCell::new(None) };
+}
+
+/// `resets_at` as the RFC 3339 header value.
+fn reset_value(resets_at: crate::domain::Millis) -> HeaderValue {
+    RESET_VALUE.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        match kept.as_ref() {
+            Some((at, value)) if *at == resets_at => value.clone(),
+            _ => {
+                // RFC 3339 text is visible ASCII: always a valid value.
+                let value = HeaderValue::from_str(&rfc3339_ms(resets_at))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""));
+                *kept = Some((resets_at, value.clone()));
+                value
+            }
+        }
+    })
 }
 
 /// `anthropic-ratelimit-unified-reset`: epoch seconds, or RFC 3339.
@@ -329,7 +355,7 @@ impl Exchange<'_> {
             if let Some(g) = self.admission.grant {
                 response.append_header((names::RATELIMIT_LIMIT, g.limit));
                 response.append_header((names::RATELIMIT_REMAINING, g.remaining));
-                response.append_header((names::RATELIMIT_RESET, rfc3339_ms(g.resets_at)));
+                response.append_header((names::RATELIMIT_RESET, reset_value(g.resets_at)));
             }
         }
         if status == StatusCode::TOO_MANY_REQUESTS && !answer_headers.contains("retry-after") {
@@ -368,11 +394,12 @@ impl Exchange<'_> {
         let length = headers
             .get_str("content-length")
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(length) = length {
-            response.no_chunking(length);
-        }
-        let mut response =
-            response.streaming(Relay::new(body, usage, self.ticket.take(), first_byte));
+        // The sized body writes its own content-length: no header to insert and read back.
+        let relay = Relay::new(body, usage, self.ticket.take(), first_byte);
+        let mut response = match length {
+            Some(length) => response.body(SizedStream::new(length, relay)),
+            None => response.body(BodyStream::new(relay)),
+        };
         if length.is_none() && self.req.version() < Version::HTTP_11 {
             // HTTP/1.0 has no chunked coding: the body runs until the connection closes.
             response.head_mut().no_chunking(true);
