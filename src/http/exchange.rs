@@ -5,13 +5,14 @@
 
 use super::error::ApiError;
 use super::header_names as names;
+use super::ratelimit_headers::{reset_value, unified_reset_ms};
 use super::relay::{Relay, SettleTicket};
 use crate::actors::pool::{
     Admission, BlacklistAccount, GetCredential, MarkLimited, Outcome, PoolError, PoolHandle,
 };
 use crate::actors::refresh::{next_attempt, RefreshNow};
 use crate::actors::supervisor::Services;
-use crate::clock::{now_ms, rfc3339, rfc3339_ms};
+use crate::clock::{now_ms, rfc3339};
 use crate::domain::headers::return_response_header;
 use crate::domain::upstream_answer::{classify, needs_body, AccountEffect};
 use crate::domain::Credential;
@@ -25,7 +26,6 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{ConnectionType, Method, StatusCode, Version};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,41 +47,6 @@ pub struct Exchange<'a> {
 /// Upstream answers that mean "Claude did not serve this": the request is given back.
 fn is_refunded(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-}
-
-thread_local! {
-    /// The last `x-ratelimit-reset-requests` value: a window's reset time is the same for
-    /// every request in it, so it is formatted once per window, not per request.
-    static RESET_VALUE: RefCell<Option<(crate::domain::Millis, HeaderValue)>> =
-        const { RefCell::new(None) };
-}
-
-/// `resets_at` as the RFC 3339 header value.
-fn reset_value(resets_at: crate::domain::Millis) -> HeaderValue {
-    RESET_VALUE.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        match kept.as_ref() {
-            Some((at, value)) if *at == resets_at => value.clone(),
-            _ => {
-                // RFC 3339 text is visible ASCII: always a valid value.
-                let value = HeaderValue::from_str(&rfc3339_ms(resets_at))
-                    .unwrap_or_else(|_| HeaderValue::from_static(""));
-                *kept = Some((resets_at, value.clone()));
-                value
-            }
-        }
-    })
-}
-
-/// `anthropic-ratelimit-unified-reset`: epoch seconds, or RFC 3339.
-fn unified_reset_ms(answer_headers: &Fields) -> Option<i64> {
-    let raw = answer_headers.get_str("anthropic-ratelimit-unified-reset")?;
-    if let Ok(secs) = raw.parse::<i64>() {
-        return Some(secs.saturating_mul(1000));
-    }
-    chrono::DateTime::parse_from_rfc3339(raw)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 impl Exchange<'_> {

@@ -9,6 +9,7 @@ pub mod header_names;
 pub mod health;
 pub mod metrics_endpoint;
 pub mod proxy;
+mod ratelimit_headers;
 pub mod relay;
 mod server;
 mod shutdown;

@@ -21,7 +21,7 @@ pub use answer::{Answer, AnswerBody, AnswerError};
 pub use conn::install_crypto_provider;
 pub use decode::BodyError;
 pub use endpoint::{Endpoint, Scheme};
-pub use fields::Fields;
+pub use fields::{Field, Fields};
 pub use head::HeadError;
 pub use pool::start_reaper;
 pub use send::{send, Connection, SendError, Timeouts};
