@@ -21,28 +21,30 @@ pub fn call(
     path: &str,
     body: Option<Value>,
 ) -> Result<Value, CallError> {
-    let url = format!("{}{path}", config.admin_base_url());
+    let base = config.admin_base_url();
+    let url = format!("{base}{path}");
     let token = admin_token::read(&config.admin).unwrap_or_default();
     let method =
         Method::from_bytes(method.as_bytes()).map_err(|e| CallError::Failed(e.to_string()))?;
-    let endpoint = Endpoint::parse(&config.admin_base_url()).map_err(|e| {
+    let endpoint = Endpoint::parse(&base).map_err(|e| {
         CallError::Failed(format!(
             "the admin URL {} cannot be used: {e}; check --admin-url or [admin] url",
-            crate::store::redacted_url(&config.admin_base_url())
+            crate::store::redacted_url(&base)
         ))
     })?;
     let body = body.map(|b| b.to_string());
-    let mut head = request::start_head(&endpoint, &method, path);
-    request::put_header(
-        &mut head,
-        b"authorization",
-        format!("Bearer {token}").as_bytes(),
-    );
+    let bearer = format!("Bearer {token}");
+    let mut headers: Vec<(&[u8], &[u8])> = vec![(b"authorization", bearer.as_bytes())];
     if body.is_some() {
-        request::put_header(&mut head, b"content-type", b"application/json");
+        headers.push((b"content-type", b"application/json"));
     }
-    request::put_header(&mut head, b"connection", b"close");
-    let head = request::end_head(head, body.as_ref().map(String::len));
+    let head = request::closing_head(
+        &endpoint,
+        &method,
+        path,
+        &headers,
+        body.as_ref().map(String::len),
+    );
     let timeouts = h1::Timeouts {
         connect: Duration::from_secs(30),
         answer: Duration::from_secs(30),

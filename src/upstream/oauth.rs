@@ -46,14 +46,19 @@ pub async fn refresh(
     .to_string();
     let endpoint = h1::Endpoint::parse(&cfg.oauth_token_url)
         .map_err(|e| RefreshError::Transport(format!("upstream.oauth_token_url: {e}")))?;
-    let mut head = request::start_head(&endpoint, &Method::POST, "");
-    request::put_header(&mut head, b"user-agent", cfg.user_agent.as_bytes());
-    request::put_header(&mut head, b"content-type", b"application/json");
-    request::put_header(&mut head, b"accept", b"application/json");
     // A new connection each time, closed after: a refresh token is single-use, so a
     // request is never sent again on a pooled connection that might have gone stale.
-    request::put_header(&mut head, b"connection", b"close");
-    let head = request::end_head(head, Some(body.len()));
+    let head = request::closing_head(
+        &endpoint,
+        &Method::POST,
+        "",
+        &[
+            (b"user-agent", cfg.user_agent.as_bytes()),
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json"),
+        ],
+        Some(body.len()),
+    );
     let timeouts = h1::Timeouts {
         connect: cfg.connect_timeout.get(),
         answer: cfg.connect_timeout.get().max(Duration::from_secs(30)),

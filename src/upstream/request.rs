@@ -93,7 +93,7 @@ pub fn start_head(endpoint: &Endpoint, method: &Method, path_and_query: &str) ->
     if path_and_query.is_empty() {
         head.extend_from_slice(endpoint.path.as_bytes());
     } else {
-        head.extend_from_slice(endpoint.path_prefix.as_bytes());
+        head.extend_from_slice(endpoint.path_prefix().as_bytes());
         head.extend_from_slice(path_and_query.as_bytes());
     }
     head.extend_from_slice(b" HTTP/1.1\r\n");
@@ -112,6 +112,23 @@ pub fn end_head(mut head: Vec<u8>, body_len: Option<usize>) -> Vec<u8> {
     }
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// A head for a request sent on a connection of its own (`h1::Connection::Once`): the given
+/// headers, `connection: close`, and the body's length.
+pub fn closing_head(
+    endpoint: &Endpoint,
+    method: &Method,
+    path_and_query: &str,
+    headers: &[(&[u8], &[u8])],
+    body_len: Option<usize>,
+) -> Vec<u8> {
+    let mut head = start_head(endpoint, method, path_and_query);
+    for (name, value) in headers {
+        put_header(&mut head, name, value);
+    }
+    put_header(&mut head, b"connection", b"close");
+    end_head(head, body_len)
 }
 
 /// The whole head of the request to Claude.
@@ -271,6 +288,22 @@ mod tests {
     }
 
     #[test]
+    fn a_closing_head_carries_its_headers_the_close_and_the_length() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:9").unwrap();
+        let head = closing_head(
+            &endpoint,
+            &Method::POST,
+            "/admin/recover",
+            &[(b"authorization", b"Bearer t")],
+            Some(12),
+        );
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /admin/recover HTTP/1.1\r\nhost: 127.0.0.1:9\r\nauthorization: Bearer t\r\nconnection: close\r\ncontent-length: 12\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn a_token_that_could_split_the_head_is_not_sent() {
         let text = head_text(
             "http://127.0.0.1:9",
@@ -314,7 +347,7 @@ mod tests {
         let a = endpoint("http://127.0.0.1:9").unwrap();
         assert!(Arc::ptr_eq(&a, &endpoint("http://127.0.0.1:9").unwrap()));
         let b = endpoint("http://127.0.0.1:10/x").unwrap();
-        assert_eq!(b.path_prefix, "/x");
+        assert_eq!(b.path_prefix(), "/x");
         assert!(endpoint("not a url").is_err());
     }
 }

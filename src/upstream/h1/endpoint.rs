@@ -21,14 +21,17 @@ pub struct Endpoint {
     /// The URL's own path as written ("/" for a bare origin): where a request to the URL
     /// itself goes.
     pub path: String,
-    /// The URL's path without its trailing `/` ("" for a bare origin): what a caller's
-    /// path is joined to.
-    pub path_prefix: String,
     /// `scheme://authority`: which pooled connections can carry this endpoint's requests.
     pub origin: Arc<str>,
 }
 
 impl Endpoint {
+    /// The URL's path without its trailing `/` ("" for a bare origin): what a caller's path
+    /// is joined to.
+    pub fn path_prefix(&self) -> &str {
+        self.path.trim_end_matches('/')
+    }
+
     /// Reads an `http://` or `https://` URL without user info or query. Errors never quote
     /// the URL: it may carry a password.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
@@ -68,7 +71,6 @@ impl Endpoint {
             port,
             authority: authority.as_str().to_string(),
             path: uri.path().to_string(),
-            path_prefix: uri.path().trim_end_matches('/').to_string(),
             origin: format!("{scheme_text}://{}", authority.as_str()).into(),
         })
     }
@@ -87,24 +89,24 @@ mod tests {
             ("api.anthropic.com", 443)
         );
         assert_eq!(claude.authority, "api.anthropic.com");
-        assert_eq!(claude.path_prefix, "");
+        assert_eq!(claude.path_prefix(), "");
         assert_eq!(claude.path, "/");
         assert_eq!(&*claude.origin, "https://api.anthropic.com");
 
         let local = Endpoint::parse("http://127.0.0.1:9/").unwrap();
         assert_eq!((local.host.as_str(), local.port), ("127.0.0.1", 9));
         assert_eq!(local.authority, "127.0.0.1:9");
-        assert_eq!(local.path_prefix, "");
+        assert_eq!(local.path_prefix(), "");
 
         let gateway = Endpoint::parse("http://gw.example/anthropic/").unwrap();
         assert_eq!(gateway.port, 80);
-        assert_eq!(gateway.path_prefix, "/anthropic");
+        assert_eq!(gateway.path_prefix(), "/anthropic");
         assert_eq!(gateway.path, "/anthropic/");
 
         let v6 = Endpoint::parse("http://[::1]:8080/v1").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 8080));
         assert_eq!(v6.authority, "[::1]:8080");
-        assert_eq!(v6.path_prefix, "/v1");
+        assert_eq!(v6.path_prefix(), "/v1");
     }
 
     #[test]

@@ -22,17 +22,23 @@ thread_local! {
     static REAPER: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Drops the connections idle for `KEEP_IDLE` or longer; how many it dropped. They sit
+/// at the front: `put` appends, and `take` removes without reordering.
+fn drop_expired(idle: &mut Vec<Idle>) -> usize {
+    let now = Instant::now();
+    let expired = idle
+        .iter()
+        .take_while(|i| now.duration_since(i.since) >= KEEP_IDLE)
+        .count();
+    idle.drain(..expired);
+    expired
+}
+
 /// An idle connection to `origin`, if one was kept and is not too old.
 pub fn take(origin: &str) -> Option<Conn> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let now = Instant::now();
-        // Oldest first: whatever expired sits at the front.
-        let expired = idle
-            .iter()
-            .take_while(|i| now.duration_since(i.since) >= KEEP_IDLE)
-            .count();
-        idle.drain(..expired);
+        drop_expired(&mut idle);
         let at = idle.iter().rposition(|i| &*i.origin == origin)?;
         Some(idle.remove(at).conn)
     })
@@ -70,12 +76,11 @@ pub fn idle_count() -> usize {
 pub fn close_expired() -> usize {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let before = idle.len();
-        idle.retain(|i| i.since.elapsed() < KEEP_IDLE);
+        let closed = drop_expired(&mut idle);
         if idle.is_empty() {
             idle.shrink_to_fit();
         }
-        before - idle.len()
+        closed
     })
 }
 

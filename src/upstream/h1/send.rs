@@ -57,7 +57,7 @@ pub enum Connection {
     Pooled,
     /// Always a new one (after a pooled one was hung up); kept afterwards.
     Fresh,
-    /// A new one, closed after the answer (the head says `connection: close`).
+    /// A new one, closed after the answer (its head from `request::closing_head`).
     Once,
 }
 
