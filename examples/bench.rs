@@ -12,6 +12,8 @@ mod args;
 mod http;
 #[path = "bench/load.rs"]
 mod load;
+#[path = "bench/own_redis.rs"]
+mod own_redis;
 #[path = "bench/procs.rs"]
 mod procs;
 #[path = "bench/report.rs"]
@@ -181,10 +183,15 @@ fn run(args: Args) -> Res<()> {
         args.accounts,
         keys.len()
     );
-    // `--redis URL`: one more claude-route, on the Redis store (keys under a fresh prefix).
-    let redis = match &args.redis {
+    // One more claude-route on the Redis store (keys under a fresh prefix).
+    let redis_choice = own_redis::choose(
+        args.redis.as_deref(),
+        args.no_redis,
+        &tmp.path().join("redis"),
+    )?;
+    let redis = match &redis_choice.url {
         None => {
-            println!("claude-route on Redis: skipped (pass --redis redis://127.0.0.1:6379/0)");
+            println!("claude-route on Redis: {}", redis_choice.note);
             None
         }
         Some(url) => {
@@ -422,6 +429,7 @@ fn run(args: Args) -> Res<()> {
     let run = Run {
         args: &args,
         machine,
+        redis: redis_choice.note.clone(),
         client: format!("raw tokio TCP, hand-written HTTP/1.1 keep-alive, {threads} threads"),
         names: targets.iter().map(|t| t.name).collect(),
         proxy: proxy_i,
@@ -453,6 +461,7 @@ fn run(args: Args) -> Res<()> {
     println!("\nwrote {} and latest.json", path.display());
     drop(other);
     drop(redis);
+    drop(redis_choice);
     drop(proxy);
     drop(nginx);
     drop(floor);

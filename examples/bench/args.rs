@@ -78,9 +78,14 @@ pub struct Args {
     pub accounts: usize,
     #[arg(long, default_value_t = 8)]
     pub keys: usize,
-    /// Also bench a second claude-route on this Redis store, e.g. redis://127.0.0.1:6379/0.
+    /// The Redis store of the second claude-route ("claude-route+redis"), e.g.
+    /// redis://127.0.0.1:6379/0 (keys under a fresh prefix). Default: a redis-server of the
+    /// bench's own when one is installed.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Skip the claude-route on Redis.
+    #[arg(long, conflicts_with = "redis")]
+    pub no_redis: bool,
     #[arg(long)]
     pub proxy_bin: Option<PathBuf>,
     /// Also bench another claude-route build (SQLite store, same settings) as the target

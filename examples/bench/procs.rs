@@ -15,6 +15,10 @@ pub struct Proc {
 }
 
 impl Proc {
+    pub fn new(child: Child) -> Proc {
+        Proc { child }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -49,7 +53,7 @@ pub fn free_port() -> Res<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_for_port(addr: SocketAddr, proc: &mut Proc, name: &str) -> Res<()> {
+pub fn wait_for_port(addr: SocketAddr, proc: &mut Proc, name: &str) -> Res<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         proc.check_alive(name)?;
@@ -102,11 +106,19 @@ fn start_example(
 
 /// The nginx binary, if one is installed.
 pub fn find_nginx() -> Option<PathBuf> {
+    find_program(
+        "nginx",
+        &["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"],
+    )
+}
+
+/// `name` on the PATH, else in one of `more_dirs`.
+pub fn find_program(name: &str, more_dirs: &[&str]) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     let found = path
         .split(':')
-        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"])
-        .map(|dir| Path::new(dir).join("nginx"))
+        .chain(more_dirs.iter().copied())
+        .map(|dir| Path::new(dir).join(name))
         .find(|p| p.is_file());
     found
 }

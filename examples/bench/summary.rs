@@ -15,6 +15,8 @@ pub struct Throughput {
 pub struct Run<'a> {
     pub args: &'a Args,
     pub machine: Value,
+    /// Which Redis the "claude-route+redis" target ran on, or why it was skipped.
+    pub redis: String,
     pub client: String,
     pub names: Vec<&'static str>,
     pub proxy: usize,
@@ -287,7 +289,7 @@ impl Run<'_> {
             "request_body_kb": a.body_kb,
             "user_agent": a.user_agent,
             "nginx": self.nginx.is_some(),
-            "redis": a.redis.as_deref().map_or("skipped (no --redis URL)".to_string(), |u| format!("claude-route+redis on {u}")),
+            "redis": self.redis,
             "load_seconds": self.load_secs.round(),
             "latency": {
                 "rounds": a.latency_rounds, "requests_per_round": a.latency_requests,
