@@ -49,7 +49,8 @@ fn start_own(dir: &Path) -> Res<Option<(Proc, String)>> {
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
     // redis-server logs to stdout.
-    let log = std::fs::File::create(dir.join("redis.log"))?;
+    let log_path = dir.join("redis.log");
+    let log = std::fs::File::create(&log_path)?;
     let child = Command::new(&bin)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
@@ -68,6 +69,9 @@ fn start_own(dir: &Path) -> Res<Option<(Proc, String)>> {
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     let mut proc = Proc::new(child);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_for_port(addr, &mut proc, "redis-server")?;
+    wait_for_port(addr, &mut proc, "redis-server").map_err(|e| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        format!("{e}; its log:\n{log}")
+    })?;
     Ok(Some((proc, format!("redis://{addr}/0"))))
 }
