@@ -128,6 +128,7 @@ fn main() -> std::io::Result<()> {
         })
         .workers(workers)
         .tcp_nodelay(true)
+        .keep_alive(server_args::KEEP_ALIVE)
         .backlog(8192)
         .max_connections(100_000)
         .max_connection_rate(4096)

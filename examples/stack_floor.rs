@@ -97,6 +97,7 @@ fn main() -> std::io::Result<()> {
         })
         .workers(workers)
         .tcp_nodelay(true)
+        .keep_alive(server_args::KEEP_ALIVE)
         .backlog(8192)
         .max_connections(100_000)
         .bind(&listen)?;

@@ -4,6 +4,7 @@ pub mod account_files;
 pub mod actors;
 pub mod admin_token;
 pub mod allocator;
+pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,4 +1,10 @@
-//! The flags the bench's helper servers share: `--listen ADDR` and `--workers N`.
+//! The flags the bench's helper servers share: `--listen ADDR` and `--workers N`, and the
+//! keep-alive they share with the bench's nginx.
+
+/// How long the helper servers keep an idle connection: nginx's `keepalive_timeout` in the
+/// bench, so no target reconnects between its rounds while the others run (~7 s) and the
+/// first stream of a round measures the proxy, not a timeout setting.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The value after `name` on the command line.
 pub fn arg(name: &str) -> Option<String> {

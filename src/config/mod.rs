@@ -67,6 +67,10 @@ pub struct ServerConfig {
     pub body_timeout: HumanDuration,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     pub shutdown_grace: HumanDuration,
+    /// How long a client's idle connection is kept open for its next request; zero closes
+    /// every connection after one answer. Longer than clients keep theirs (SDKs: ~5 s), so a
+    /// client never sends on a connection the proxy is closing at that moment.
+    pub keep_alive: HumanDuration,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
 }
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             body_limit: 32 * 1024 * 1024,
             body_timeout: HumanDuration(Duration::from_secs(30)),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
+            keep_alive: HumanDuration(Duration::from_secs(75)),
             workers: 0,
         }
     }

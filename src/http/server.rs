@@ -30,6 +30,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         })
         .workers(workers)
         .tcp_nodelay(true)
+        .keep_alive(cfg.server.keep_alive.get()) // zero: one answer per connection
         .backlog(4096)
         .max_connection_rate(4096)
         .disable_signals()

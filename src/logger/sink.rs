@@ -70,7 +70,10 @@ impl Sink {
             let flusher = sink.clone();
             std::thread::Builder::new()
                 .name("log-flusher".into())
-                .spawn(move || flusher.run_flusher())
+                .spawn(move || {
+                    crate::background::lower_this_threads_priority();
+                    flusher.run_flusher()
+                })
                 .map_err(|e| format!("cannot start the log flusher: {e}"))?;
         }
         Ok(sink)

@@ -94,6 +94,7 @@ impl StoreWriter {
 }
 
 fn run(mut store: SqliteStore, shared: &Shared) {
+    crate::background::lower_this_threads_priority();
     let mut held = Held::default();
     let mut last_batch = Instant::now();
     while let Some(batch) = next_batch(shared, &mut last_batch, held.retry_at()) {

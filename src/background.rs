@@ -1,0 +1,15 @@
+//! Threads that do the proxy's bookkeeping (the store writer, the log flusher) run at a
+//! lower priority than the HTTP workers: when one is woken next to a request, the scheduler
+//! lets the worker finish instead of switching to the helper in the middle of it.
+
+/// How much lower: low enough that a helper's wake-up does not preempt a worker, high
+/// enough that it still gets its share of a busy box (it needs a few % of a core).
+const HELPER_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's priority (Linux: the nice value is per thread). A refusal
+/// is harmless: the helper just runs at the normal priority.
+pub fn lower_this_threads_priority() {
+    // SAFETY: setpriority only reads its integer arguments; PRIO_PROCESS with 0 is the
+    // calling thread on Linux.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HELPER_NICE) };
+}
