@@ -334,6 +334,7 @@ fn run(args: Args) -> Res<()> {
         args.stream_requests,
         args.stream_deltas,
         args.stream_interval_ms,
+        args.dump_streams,
     )?;
     let first: Vec<Summary> = st.iter().map(|(f, _, _)| Summary::of(f)).collect();
     let gaps: Vec<Summary> = st.iter().map(|(_, g, _)| Summary::of(g)).collect();

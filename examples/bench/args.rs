@@ -94,6 +94,11 @@ pub struct Args {
     pub compare_bin: Option<PathBuf>,
     #[arg(long)]
     pub mock_bin: Option<PathBuf>,
+    /// Print every sequential stream (phase 3) on stderr: target, position in its round,
+    /// start in CLOCK_MONOTONIC ns (the clock of `perf record -k CLOCK_MONOTONIC`) and time
+    /// to first event in ns, to line slow first events up with a scheduler trace.
+    #[arg(long)]
+    pub dump_streams: bool,
     /// Where the JSON goes (default: target/bench).
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -267,6 +267,7 @@ pub fn stream_latency(
     per_round: usize,
     deltas: u32,
     interval_ms: u64,
+    dump: bool,
 ) -> Res<Vec<StreamSamples>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -281,9 +282,10 @@ pub fn stream_latency(
         for round in 0..rounds {
             for k in 0..targets.len() {
                 let i = (round + k) % targets.len();
-                for _ in 0..per_round {
+                for position in 0..per_round {
                     let mut clock = SseClock::with_capacity(deltas as usize + 8);
                     let start = Instant::now();
+                    let start_monotonic = dump.then(monotonic_ns);
                     let status =
                         exchange(&mut conns[i], targets[i].addr, &reqs[i], Some(&mut clock)).await;
                     let ev = &clock.events;
@@ -292,7 +294,11 @@ pub fn stream_latency(
                         out[i].2 += 1;
                         continue;
                     }
-                    out[i].0.push(ev[0].duration_since(start).as_nanos() as u64);
+                    let first_event = ev[0].duration_since(start).as_nanos() as u64;
+                    out[i].0.push(first_event);
+                    if let Some(at) = start_monotonic {
+                        eprintln!("stream {} {position} {at} {first_event}", targets[i].name);
+                    }
                     for w in ev[2..deltas as usize + 2].windows(2) {
                         out[i].1.push(w[1].duration_since(w[0]).as_nanos() as u64);
                     }
@@ -301,6 +307,17 @@ pub fn stream_latency(
         }
         Ok(out)
     })
+}
+
+/// CLOCK_MONOTONIC now, in ns: what `Instant` reads on Linux, and what perf can stamp with.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// One stream of the capacity test.
