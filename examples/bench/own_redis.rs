@@ -43,7 +43,10 @@ pub fn choose(named: Option<&str>, skip: bool, dir: &Path) -> Res<RedisChoice> {
 
 /// Starts one in `dir` and returns it with its URL; None when `redis-server` is not installed.
 fn start_own(dir: &Path) -> Res<Option<(Proc, String)>> {
-    let Some(bin) = find_program("redis-server", &["/usr/bin", "/usr/local/bin"]) else {
+    // REDIS_SERVER_BIN names the binary, as for the tests (tests/common/redis_server.rs).
+    let named = std::env::var_os("REDIS_SERVER_BIN").map(std::path::PathBuf::from);
+    let Some(bin) = named.or_else(|| find_program("redis-server", &["/usr/bin", "/usr/local/bin"]))
+    else {
         return Ok(None);
     };
     std::fs::create_dir_all(dir)?;
