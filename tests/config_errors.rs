@@ -49,6 +49,19 @@ fn bad_listen_address_names_the_field() {
 }
 
 #[test]
+fn a_duration_past_a_century_names_the_field() {
+    // Far enough to overflow the clock it is added to (at SIGTERM, on every answer).
+    for field in ["shutdown_grace", "keep_alive"] {
+        let out = serve_fails(&format!("[server]\n{field} = \"500000000000years\"\n"));
+        assert!(
+            out.stderr.contains(field) && out.stderr.contains("at most 100 years"),
+            "stderr should name {field} and the limit:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
 fn unknown_field_names_the_field() {
     let out = serve_fails("[server]\nlisten_port = 8080\n");
     assert!(

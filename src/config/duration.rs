@@ -6,6 +6,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// Longer than any setting needs, and short enough that adding it to a clock (an `Instant`,
+/// milliseconds since 1970) can never overflow.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl HumanDuration {
     pub fn get(self) -> Duration {
         self.0
@@ -25,13 +29,17 @@ impl Serialize for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(text.trim())
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration ({e}); write it like `300ms`, `60s` or `5h`"
-                ))
-            })
+        let parsed = humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}); write it like `300ms`, `60s` or `5h`"
+            ))
+        })?;
+        if parsed > LONGEST {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is too long: durations are at most 100 years"
+            )));
+        }
+        Ok(HumanDuration(parsed))
     }
 }
 
@@ -50,6 +58,15 @@ mod tests {
         assert_eq!(h.d.get(), Duration::from_millis(300));
         let h: Holder = toml::from_str("d = \"5h\"").unwrap();
         assert_eq!(h.d.get(), Duration::from_secs(5 * 3600));
+    }
+
+    #[test]
+    fn rejects_durations_past_a_century() {
+        assert!(toml::from_str::<Holder>("d = \"99years\"").is_ok());
+        let err = toml::from_str::<Holder>("d = \"500000000000years\"")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("at most 100 years"), "{err}");
     }
 
     #[test]
