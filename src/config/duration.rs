@@ -8,7 +8,7 @@ pub struct HumanDuration(pub Duration);
 
 /// Longer than any setting needs, and short enough that adding it to a clock (an `Instant`,
 /// milliseconds since 1970) can never overflow.
-const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+const LONGEST: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
 
 impl HumanDuration {
     pub fn get(self) -> Duration {
@@ -36,7 +36,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
         })?;
         if parsed > LONGEST {
             return Err(serde::de::Error::custom(format!(
-                "`{text}` is too long: durations are at most 100 years"
+                "`{text}` is too long: durations are at most 1000 years"
             )));
         }
         Ok(HumanDuration(parsed))
@@ -61,12 +61,12 @@ mod tests {
     }
 
     #[test]
-    fn rejects_durations_past_a_century() {
-        assert!(toml::from_str::<Holder>("d = \"99years\"").is_ok());
+    fn rejects_durations_past_a_millennium() {
+        assert!(toml::from_str::<Holder>("d = \"999years\"").is_ok());
         let err = toml::from_str::<Holder>("d = \"500000000000years\"")
             .err()
             .unwrap();
-        assert!(err.to_string().contains("at most 100 years"), "{err}");
+        assert!(err.to_string().contains("at most 1000 years"), "{err}");
     }
 
     #[test]
