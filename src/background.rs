@@ -4,12 +4,18 @@
 
 /// How much lower: low enough that a helper's wake-up does not preempt a worker, high
 /// enough that it still gets its share of a busy box (it needs a few % of a core).
+#[cfg(target_os = "linux")]
 const HELPER_NICE: libc::c_int = 10;
 
-/// Lowers the calling thread's priority (Linux: the nice value is per thread). A refusal
-/// is harmless: the helper just runs at the normal priority.
+/// Lowers the calling thread's priority. A refusal is harmless: the helper just runs at the
+/// normal priority.
+#[cfg(target_os = "linux")]
 pub fn lower_this_threads_priority() {
-    // SAFETY: setpriority only reads its integer arguments; PRIO_PROCESS with 0 is the
-    // calling thread on Linux.
+    // SAFETY: setpriority only reads its integer arguments; on Linux the nice value is per
+    // thread, and PRIO_PROCESS with 0 names the calling thread.
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HELPER_NICE) };
 }
+
+/// Elsewhere PRIO_PROCESS would lower the whole process: left alone.
+#[cfg(not(target_os = "linux"))]
+pub fn lower_this_threads_priority() {}
