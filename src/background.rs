@@ -7,10 +7,20 @@
 #[cfg(target_os = "linux")]
 const HELPER_NICE: libc::c_int = 10;
 
-/// Lowers the calling thread's priority. A refusal is harmless: the helper just runs at the
-/// normal priority.
+/// Starts a bookkeeping thread called `name`, below the workers' priority.
+pub fn spawn_helper(
+    name: &str,
+    work: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(|| {
+        lower_this_threads_priority();
+        work()
+    })
+}
+
+/// A refusal is harmless: the helper just runs at the normal priority.
 #[cfg(target_os = "linux")]
-pub fn lower_this_threads_priority() {
+fn lower_this_threads_priority() {
     // SAFETY: setpriority only reads its integer arguments; on Linux the nice value is per
     // thread, and PRIO_PROCESS with 0 names the calling thread.
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HELPER_NICE) };
@@ -18,4 +28,4 @@ pub fn lower_this_threads_priority() {
 
 /// Elsewhere PRIO_PROCESS would lower the whole process: left alone.
 #[cfg(not(target_os = "linux"))]
-pub fn lower_this_threads_priority() {}
+fn lower_this_threads_priority() {}

@@ -68,12 +68,7 @@ impl Sink {
         });
         if batched {
             let flusher = sink.clone();
-            std::thread::Builder::new()
-                .name("log-flusher".into())
-                .spawn(move || {
-                    crate::background::lower_this_threads_priority();
-                    flusher.run_flusher()
-                })
+            crate::background::spawn_helper("log-flusher", move || flusher.run_flusher())
                 .map_err(|e| format!("cannot start the log flusher: {e}"))?;
         }
         Ok(sink)

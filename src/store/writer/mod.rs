@@ -36,9 +36,7 @@ impl StoreWriter {
     pub fn start(store: SqliteStore) -> Result<StoreWriter, StoreError> {
         let shared = Arc::new(Shared::default());
         let for_thread = shared.clone();
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || run(store, &for_thread))
+        crate::background::spawn_helper("store-writer", move || run(store, &for_thread))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(StoreWriter {
             owner: Arc::new(Owner(shared)),
@@ -94,7 +92,6 @@ impl StoreWriter {
 }
 
 fn run(mut store: SqliteStore, shared: &Shared) {
-    crate::background::lower_this_threads_priority();
     let mut held = Held::default();
     let mut last_batch = Instant::now();
     while let Some(batch) = next_batch(shared, &mut last_batch, held.retry_at()) {
