@@ -290,7 +290,7 @@ fn run(args: Args) -> Res<()> {
     );
     // Rounds alternate the targets so a burst of other work on the box hits them all alike.
     let rounds = args.tp_rounds.max(1);
-    let mut sums = vec![(0u64, 0u64, 0f64, 0u64); targets.len()];
+    let mut sums = vec![(0u64, 0u64, 0f64, procs::CpuTicks::default()); targets.len()];
     for t in &targets {
         load::throughput(t, args.conns, threads, args.tp_warmup);
     }
@@ -309,7 +309,7 @@ fn run(args: Args) -> Res<()> {
                 s.0 + ok,
                 s.1 + err,
                 s.2 + secs,
-                s.3 + procs::cpu_ticks(pids[i]).saturating_sub(cpu0),
+                s.3.plus(procs::cpu_ticks(pids[i]).since(cpu0)),
             );
         }
     }
@@ -319,7 +319,8 @@ fn run(args: Args) -> Res<()> {
         .map(|&(ok, err, secs, ticks)| Throughput {
             rps: ok as f64 / secs,
             errors: err,
-            cpu_us_per_req: ticks as f64 * 10_000.0 / ok.max(1) as f64,
+            cpu_us_per_req: ticks.total() as f64 * 10_000.0 / ok.max(1) as f64,
+            kernel_us_per_req: ticks.system as f64 * 10_000.0 / ok.max(1) as f64,
         })
         .collect();
 

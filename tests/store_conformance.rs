@@ -211,9 +211,9 @@ impl Store {
             .unwrap_or_else(|e| panic!("[{:?}] admission refused: {e:?}", self.kind))
     }
 
-    async fn settle(&self, key: &KeyRecord, a: &Admission, outcome: Outcome) {
+    async fn settle(&self, key: &Arc<KeyRecord>, a: &Admission, outcome: Outcome) {
         let settle = Settle {
-            key_id: key.id.clone(),
+            key: key.clone(),
             account: a.account.clone(),
             family: a.family.unwrap_or(ModelFamily::Sonnet),
             window_started: a.grant.map(|g| g.started_at),

@@ -360,9 +360,37 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-/// user + system CPU time of a process and its direct children (nginx workers), in ticks.
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let own = |pid: &str| -> u64 {
+/// CPU time in ticks (10 ms): user space and kernel apart, since a proxy spends most of its
+/// time in the kernel and only the user-space part is its own code.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct CpuTicks {
+    pub user: u64,
+    pub system: u64,
+}
+
+impl CpuTicks {
+    pub fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    pub fn since(self, earlier: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+
+    pub fn plus(self, other: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
+}
+
+/// CPU time of a process and its direct children (nginx workers).
+pub fn cpu_ticks(pid: u32) -> CpuTicks {
+    let own = |pid: &str| -> CpuTicks {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
         let after = stat.rsplit(')').next().unwrap_or_default();
@@ -373,11 +401,17 @@ pub fn cpu_ticks(pid: u32) -> u64 {
                 .and_then(|f| f.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        get(11) + get(12)
+        CpuTicks {
+            user: get(11),
+            system: get(12),
+        }
     };
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    own(&pid.to_string()) + children.split_whitespace().map(own).sum::<u64>()
+    children
+        .split_whitespace()
+        .map(own)
+        .fold(own(&pid.to_string()), CpuTicks::plus)
 }
 
 /// The soft RLIMIT_NOFILE of this process (children inherit it).

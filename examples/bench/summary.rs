@@ -10,6 +10,8 @@ pub struct Throughput {
     pub errors: u64,
     /// CPU time of the process serving the target, per request.
     pub cpu_us_per_req: f64,
+    /// The kernel's part of it (system time): sockets and scheduling, not the proxy's code.
+    pub kernel_us_per_req: f64,
 }
 
 pub struct Run<'a> {
@@ -94,6 +96,7 @@ impl Run<'_> {
                     r(Some(0)),
                     r(self.nginx),
                     format!("{:.1}", self.tp[i].cpu_us_per_req),
+                    format!("{:.1}", self.tp[i].kernel_us_per_req),
                     self.tp[i].errors.to_string(),
                 ]
             })
@@ -109,6 +112,7 @@ impl Run<'_> {
                 "x direct",
                 "x nginx",
                 "own CPU µs/req",
+                "of it kernel",
                 "errors",
             ],
             &rows,
@@ -307,6 +311,7 @@ impl Run<'_> {
                     "rps": self.tp[i].rps.round(),
                     "errors": self.tp[i].errors,
                     "cpu_us_per_req": (self.tp[i].cpu_us_per_req * 10.0).round() / 10.0,
+                    "kernel_us_per_req": (self.tp[i].kernel_us_per_req * 10.0).round() / 10.0,
                 })),
                 "ratio_to_direct": ratio(self.tp[p].rps, self.tp[0].rps),
                 "ratio_to_nginx": self.tp_vs_nginx(),

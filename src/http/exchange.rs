@@ -35,8 +35,8 @@ const MAX_ERROR_BODY: usize = 4 * 1024 * 1024;
 pub struct Exchange<'a> {
     pub svc: &'a Services,
     pub req: &'a HttpRequest,
-    pub key: Arc<KeyRecord>,
-    pub pool: PoolHandle,
+    pub key: &'a Arc<KeyRecord>,
+    pub pool: &'a PoolHandle,
     pub body: Option<Bytes>,
     pub admission: Admission,
     pub ticket: Option<SettleTicket>,
@@ -94,7 +94,7 @@ impl Exchange<'_> {
 
     /// Moves the key to a new account after its old one was blacklisted (uncounted).
     async fn rebind(&mut self) -> Result<(), ApiError> {
-        let moved = self.pool.admit(&self.key, None).await?;
+        let moved = self.pool.admit(self.key, None).await?;
         log::info!(
             "key {} assigned to account: {} (slots: {}/{})",
             self.key.prefix,
@@ -229,7 +229,12 @@ impl Exchange<'_> {
         let mut retried = false;
         loop {
             let sending = Instant::now();
-            let sent = self.send().await;
+            let sent = if retried {
+                self.send().await
+            } else {
+                let admitted = super::proxy::log_admission(self.key, &self.admission);
+                futures_util::future::join(self.send(), admitted).await.0
+            };
             self.observe_timing(sending);
             let answer = match sent {
                 Ok(answer) => answer,
@@ -354,7 +359,7 @@ impl Exchange<'_> {
         let content_type = headers.get_str("content-type");
         let is_stream = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let usage = UsageReader::for_content_type(content_type);
-        let first_byte = is_stream.then(|| (self.started, self.key.tier.clone()));
+        let first_byte = is_stream.then(|| (self.started, self.key.clone()));
         // A sized answer keeps its length (no chunked framing the client never asked for).
         let length = headers
             .get_str("content-length")

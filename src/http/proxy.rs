@@ -76,27 +76,28 @@ fn check_model_id(raw: &str) -> Result<(), ApiError> {
     }
 }
 
-/// What a request turned out to be, for its metrics.
-#[derive(Default)]
-struct Seen {
-    tier: Option<String>,
-    family: Option<ModelFamily>,
-}
-
 async fn measured(
     req: HttpRequest,
     payload: Option<web::Payload>,
     svc: web::Data<Services>,
     kind: Kind,
 ) -> Result<HttpResponse, ApiError> {
-    let mut seen = Seen::default();
-    let result = forward(req, payload, svc, kind, &mut seen).await;
+    let started = Instant::now();
+    // What the request turned out to be, for its metrics; borrowed by `forward`, not copied.
+    let mut family = None;
+    let (key, result) = match authenticate(&req, &svc).await {
+        Ok(key) => {
+            let result = forward(&req, payload, &svc, kind, (&key, started), &mut family).await;
+            (Some(key), result)
+        }
+        Err(e) => (None, Err(e)),
+    };
     let status = match &result {
         Ok(r) => r.status(),
         Err(e) => actix_web::ResponseError::status_code(e),
     };
-    let tier = seen.tier.as_deref().unwrap_or("none");
-    let family = seen.family.map_or("none", ModelFamily::as_str);
+    let tier = key.as_ref().map_or("none", |k| k.tier.as_str());
+    let family = family.map_or("none", ModelFamily::as_str);
     tier_metrics(tier).count_request(family, status.as_u16());
     if let Err(ApiError::Pool(PoolError::RateLimited { .. })) = &result {
         metrics()
@@ -164,18 +165,22 @@ fn with_identity(req: &HttpRequest, svc: &Services, model: &str, body: Bytes) ->
     serde_json::to_vec(&map).map(Bytes::from).unwrap_or(body)
 }
 
-/// One line per request: the binding, and the window. Written once the worker is waiting for
-/// Claude, so formatting it never delays the request.
-fn log_admission(key: &KeyRecord, a: &Admission) {
+/// One line per request: the binding, and the window. Run beside the request's first send
+/// (see `Exchange::run`), so it is formatted while the worker waits for Claude, never before
+/// the request has gone out, and without a task of its own.
+pub(super) async fn log_admission(key: &KeyRecord, a: &Admission) {
     if !log::log_enabled!(log::Level::Info) {
         return;
     }
-    let (prefix, account, newly_bound) = (key.prefix.clone(), a.account.clone(), a.newly_bound);
-    let (slots_used, slots, grant) = (a.slots_used, a.slots, a.grant);
-    actix_rt::spawn(async move {
-        let line = admission_line(&prefix, &account, newly_bound, slots_used, slots, grant);
-        log::info!("{line}");
-    });
+    let line = admission_line(
+        &key.prefix,
+        &a.account,
+        a.newly_bound,
+        a.slots_used,
+        a.slots,
+        a.grant,
+    );
+    log::info!("{line}");
 }
 
 /// The words operators grep for (SPEC §14), put together by hand: formatting them through
@@ -213,23 +218,22 @@ fn admission_line(
     line
 }
 
+/// `(key, started)`: the authenticated key, and when the request arrived.
 async fn forward(
-    req: HttpRequest,
+    req: &HttpRequest,
     payload: Option<web::Payload>,
-    svc: web::Data<Services>,
+    svc: &Services,
     kind: Kind,
-    seen: &mut Seen,
+    (key, started): (&Arc<KeyRecord>, Instant),
+    seen_family: &mut Option<ModelFamily>,
 ) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
-    let key = authenticate(&req, &svc).await?;
-    seen.tier = Some(key.tier.clone());
     let (body, family) = match payload {
         Some(payload) => {
-            let body = read_limited(&req, payload, BodyRules::client(&svc.config.server)).await?;
+            let body = read_limited(req, payload, BodyRules::client(&svc.config.server)).await?;
             let model = model_of(&body)?;
             let family = (kind == Kind::Messages).then(|| ModelFamily::of_model(&model));
-            seen.family = family;
-            (Some(with_identity(&req, &svc, &model, body)), family)
+            *seen_family = family;
+            (Some(with_identity(req, svc, &model, body)), family)
         }
         None => (None, None),
     };
@@ -238,9 +242,8 @@ async fn forward(
         .get(&key.tier)
         .ok_or_else(|| PoolError::NoAccounts {
             tier: crate::domain::tier::capitalize(&key.tier),
-        })?
-        .clone();
-    let admission = match pool.admit(&key, family).await {
+        })?;
+    let admission = match pool.admit(key, family).await {
         Ok(a) => a,
         Err(PoolError::TokenExpired { account, .. }) => {
             // Tell the client when the coordinator will try next.
@@ -249,19 +252,17 @@ async fn forward(
         }
         Err(e) => return Err(e.into()),
     };
-    log_admission(&key, &admission);
     let ticket = admission.family.map(|family| SettleTicket {
         pool: pool.clone(),
-        tier: key.tier.clone(),
-        key_id: key.id.clone(),
+        key: key.clone(),
         account: admission.account.clone(),
         family,
         window_started: admission.grant.map(|g| g.started_at),
         count_id: admission.count_id.clone(),
     });
     Exchange {
-        svc: &svc,
-        req: &req,
+        svc,
+        req,
         key,
         pool,
         body,

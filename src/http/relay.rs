@@ -4,6 +4,7 @@
 
 use crate::actors::pool::{Outcome, PoolHandle, Settle};
 use crate::domain::{Millis, ModelFamily};
+use crate::store::KeyRecord;
 use crate::upstream::usage::UsageReader;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -14,8 +15,7 @@ use std::task::{Context, Poll};
 /// What settling a request needs to know.
 pub struct SettleTicket {
     pub pool: PoolHandle,
-    pub tier: String,
-    pub key_id: String,
+    pub key: Arc<KeyRecord>,
     pub account: Arc<str>,
     pub family: ModelFamily,
     pub window_started: Option<Millis>,
@@ -25,10 +25,10 @@ pub struct SettleTicket {
 impl SettleTicket {
     pub fn settle(self, outcome: Outcome) {
         if let Outcome::Served(usage) = &outcome {
-            crate::metrics::tier_metrics(&self.tier).count_tokens(usage);
+            crate::metrics::tier_metrics(&self.key.tier).count_tokens(usage);
         }
         self.pool.settle(Settle {
-            key_id: self.key_id,
+            key: self.key,
             account: self.account,
             family: self.family,
             window_started: self.window_started,
@@ -38,11 +38,13 @@ impl SettleTicket {
     }
 }
 
-/// A streamed answer's first byte, to be timed once: (request start, tier).
-pub type FirstByteClock = Option<(std::time::Instant, String)>;
+/// A streamed answer's first byte, to be timed once: (request start, whose key, for its tier).
+pub type FirstByteClock = Option<(std::time::Instant, Arc<KeyRecord>)>;
 
+/// `S` is `Unpin` (the upstream body is): held as it is, not boxed again inside the box the
+/// response body already is.
 pub struct Relay<S> {
-    inner: Pin<Box<S>>,
+    inner: S,
     usage: UsageReader,
     ticket: Option<SettleTicket>,
     first_byte: FirstByteClock,
@@ -56,7 +58,7 @@ impl<S> Relay<S> {
         first_byte: FirstByteClock,
     ) -> Relay<S> {
         Relay {
-            inner: Box::pin(inner),
+            inner,
             usage,
             ticket,
             first_byte,
@@ -83,16 +85,16 @@ impl<S> Relay<S> {
 
 impl<S, E> Stream for Relay<S>
 where
-    S: Stream<Item = Result<Bytes, E>>,
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
+        match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                if let Some((started, tier)) = self.first_byte.take() {
-                    crate::metrics::tier_metrics(&tier)
+                if let Some((started, key)) = self.first_byte.take() {
+                    crate::metrics::tier_metrics(&key.tier)
                         .stream_first_byte
                         .observe(started.elapsed().as_secs_f64());
                 }

@@ -40,17 +40,39 @@ fn stamp_into(out: &mut Vec<u8>) {
     }
 }
 
-/// Appends one formatted line, newline included.
+/// The level as env_logger pads it (to five columns).
+fn padded(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "ERROR",
+        log::Level::Warn => "WARN ",
+        log::Level::Info => "INFO ",
+        log::Level::Debug => "DEBUG",
+        log::Level::Trace => "TRACE",
+    }
+}
+
+/// Appends one formatted line, newline included. Put together by hand up to the message:
+/// the formatting machinery cost more than the request line it wrote.
 pub fn line(out: &mut Vec<u8>, record: &Record<'_>) {
     out.push(b'[');
     stamp_into(out);
-    let _ = writeln!(
-        out,
-        " {:<5} {}] {}",
-        record.level(),
-        record.module_path().unwrap_or_else(|| record.target()),
-        record.args()
+    out.push(b' ');
+    out.extend_from_slice(padded(record.level()).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        record
+            .module_path()
+            .unwrap_or_else(|| record.target())
+            .as_bytes(),
     );
+    out.extend_from_slice(b"] ");
+    match record.args().as_str() {
+        Some(text) => out.extend_from_slice(text.as_bytes()),
+        None => {
+            let _ = out.write_fmt(*record.args());
+        }
+    }
+    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -97,5 +119,28 @@ mod tests {
         );
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.ends_with(" ERROR x] boom\n"), "{text}");
+    }
+
+    #[test]
+    fn every_level_takes_five_columns_like_env_logger() {
+        for (level, shown) in [
+            (log::Level::Warn, "WARN "),
+            (log::Level::Info, "INFO "),
+            (log::Level::Debug, "DEBUG"),
+            (log::Level::Trace, "TRACE"),
+        ] {
+            let mut out = Vec::new();
+            let count = 3;
+            line(
+                &mut out,
+                &Record::builder()
+                    .level(level)
+                    .target("t")
+                    .args(format_args!("{count} left"))
+                    .build(),
+            );
+            let text = String::from_utf8(out).expect("utf-8");
+            assert!(text.ends_with(&format!(" {shown} t] 3 left\n")), "{text}");
+        }
     }
 }

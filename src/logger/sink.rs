@@ -16,6 +16,8 @@ const MAX_PENDING: usize = 1 << 20;
 /// it sleeps until woken: on a busy proxy no request pays for waking it (a wake-up landed in
 /// the middle of the request that logged, and on two cores cost it tens of microseconds).
 const LINGER: Duration = Duration::from_secs(1);
+/// A buffer kept for the next turn is at most this large; a burst's is let go.
+const MAX_SPARE: usize = 256 * 1024;
 
 #[derive(Default)]
 struct Pending {
@@ -27,6 +29,8 @@ struct Pending {
 struct Outputs {
     stderr: bool,
     file: Option<File>,
+    /// The buffer the queue gets next (see `flush`).
+    spare: Vec<u8>,
 }
 
 impl Outputs {
@@ -56,7 +60,14 @@ impl Sink {
     /// `batched`: info lines gather in memory (a thread flushes them); otherwise every line
     /// is written when it is logged.
     pub fn start(file: Option<File>, batched: bool) -> Result<Arc<Sink>, String> {
-        Sink::with_outputs(Outputs { stderr: true, file }, batched)
+        Sink::with_outputs(
+            Outputs {
+                stderr: true,
+                file,
+                spare: Vec::new(),
+            },
+            batched,
+        )
     }
 
     fn with_outputs(outputs: Outputs, batched: bool) -> Result<Arc<Sink>, String> {
@@ -92,8 +103,15 @@ impl Sink {
     /// Writes everything queued so far.
     pub fn flush(&self) {
         let mut outputs = self.outputs.lock();
-        let bytes = std::mem::take(&mut self.pending.lock().bytes);
+        // Two buffers take turns: the queue gets back an empty one with room, instead of
+        // growing from nothing after every write while the workers wait on its lock.
+        let mut bytes = std::mem::take(&mut outputs.spare);
+        std::mem::swap(&mut bytes, &mut self.pending.lock().bytes);
         outputs.write(&bytes);
+        if bytes.capacity() <= MAX_SPARE {
+            bytes.clear();
+            outputs.spare = bytes;
+        }
     }
 
     fn run_flusher(&self) {
@@ -127,6 +145,7 @@ mod tests {
         let outputs = Outputs {
             stderr: false,
             file: Some(out),
+            spare: Vec::new(),
         };
         (Sink::with_outputs(outputs, batched).expect("sink"), file)
     }

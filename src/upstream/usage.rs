@@ -21,23 +21,42 @@ struct UsageFields {
 /// A JSON answer as it arrived: its chunks (shared, not copied) and their total length.
 #[derive(Default)]
 pub struct JsonBody {
-    chunks: Vec<Bytes>,
+    /// Most answers arrive in one chunk, kept without allocating a list.
+    first: Option<Bytes>,
+    more: Vec<Bytes>,
     len: usize,
     overflowed: bool,
 }
 
 impl JsonBody {
+    fn push(&mut self, chunk: &Bytes) {
+        self.len += chunk.len();
+        if self.len > MAX_JSON_BODY {
+            self.overflowed = true;
+            self.first = None;
+            self.more = Vec::new();
+        } else if self.first.is_none() {
+            self.first = Some(chunk.clone());
+        } else {
+            self.more.push(chunk.clone());
+        }
+    }
+
     fn usage(&self) -> Option<UsageFields> {
         if self.overflowed {
             return None;
         }
+        let first = self.first.as_deref().unwrap_or_default();
         let joined;
-        let body: &[u8] = match self.chunks.as_slice() {
-            [one] => one,
-            many => {
-                joined = many.concat();
-                &joined
-            }
+        let body: &[u8] = if self.more.is_empty() {
+            first
+        } else {
+            joined = [first]
+                .into_iter()
+                .chain(self.more.iter().map(|b| &b[..]))
+                .collect::<Vec<&[u8]>>()
+                .concat();
+            &joined
         };
         top_level_field(body, "usage").map(usage_fields)
     }
@@ -47,7 +66,7 @@ impl JsonBody {
 fn usage_fields(usage: &[u8]) -> UsageFields {
     let mut counts = UsageFields::default();
     for (name, value) in fields(usage) {
-        let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        let n = count(value);
         match name {
             b"input_tokens" => counts.input_tokens = n,
             b"output_tokens" => counts.output_tokens = n,
@@ -57,6 +76,19 @@ fn usage_fields(usage: &[u8]) -> UsageFields {
         }
     }
     counts
+}
+
+/// A token count: plain decimal digits that fit a u64 (a JSON fraction, exponent or sign is
+/// not a count).
+fn count(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })
 }
 
 fn overlay(total: &mut Usage, u: &UsageFields) {
@@ -107,15 +139,7 @@ impl UsageReader {
                 skipping,
                 total,
             } => feed_sse(line, skipping, total, chunk),
-            UsageReader::Json(body) => {
-                body.len += chunk.len();
-                if body.len > MAX_JSON_BODY {
-                    body.overflowed = true;
-                    body.chunks.clear();
-                } else {
-                    body.chunks.push(chunk.clone());
-                }
-            }
+            UsageReader::Json(body) => body.push(chunk),
             UsageReader::Ignore => {}
         }
     }
@@ -243,14 +267,41 @@ mod tests {
     }
 
     #[test]
-    fn reads_json_usage() {
-        let mut r = UsageReader::for_content_type(Some("application/json"));
-        r.feed(&Bytes::from_static(
-            br#"{"id":"m","usage":{"input_tokens":3,"#,
-        ));
-        r.feed(&Bytes::from_static(br#""output_tokens":9}}"#));
-        let u = r.finish();
-        assert_eq!((u.input_tokens, u.output_tokens), (3, 9));
+    fn counts_are_plain_digits_that_fit() {
+        assert_eq!(count(b"0"), Some(0));
+        assert_eq!(count(b"18446744073709551615"), Some(u64::MAX));
+        for not_a_count in [
+            &b""[..],
+            b"18446744073709551616",
+            b"-1",
+            b"+1",
+            b"1.0",
+            b"1e3",
+            b"x",
+        ] {
+            assert_eq!(
+                count(not_a_count),
+                None,
+                "{}",
+                String::from_utf8_lossy(not_a_count)
+            );
+        }
+    }
+
+    #[test]
+    fn reads_json_usage_in_one_chunk_or_many() {
+        let body: &[u8] = br#"{"id":"m","usage":{"input_tokens":3,"output_tokens":9}}"#;
+        let splits: [&[usize]; 4] = [&[], &[24], &[10, 30], &[1, 2, 3, 40, 55]];
+        for cuts in splits {
+            let mut r = UsageReader::for_content_type(Some("application/json"));
+            let mut from = 0;
+            for &cut in cuts.iter().chain([&body.len()]) {
+                r.feed(&Bytes::copy_from_slice(&body[from..cut]));
+                from = cut;
+            }
+            let u = r.finish();
+            assert_eq!((u.input_tokens, u.output_tokens), (3, 9), "cut at {cuts:?}");
+        }
     }
 
     #[test]

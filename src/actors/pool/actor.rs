@@ -8,7 +8,7 @@ use super::{Changes, PoolError, PoolState, PoolView, SharedPool, SyncDelta};
 use crate::clock::now_ms;
 use crate::domain::Credential;
 use crate::store::redis::{GivenBack, RedisPool};
-use crate::store::{StoreWriter, Usage, WriteOp};
+use crate::store::{StoreWriter, Usage};
 use actix::{Actor, Context, Handler, Response};
 use std::future::Future;
 use std::sync::Arc;
@@ -43,21 +43,19 @@ impl PoolActor {
     }
 }
 
-fn write_all(writer: &StoreWriter, ops: Vec<WriteOp>) {
-    for op in ops {
-        writer.write(op);
-    }
-}
-
 /// Lazy changes go now; what is returned resolves once the durable ones are on disk (`None`:
 /// there are none). A binding the store refuses is taken back in memory too, so memory never holds a
 /// binding the disk lacks.
+///
+/// Called with the pool's lock still held, as every queueing of the pool's changes is: two
+/// requests that change the same window must reach the store in the order memory saw them,
+/// or the last one written is not the last one made.
 pub(super) fn save(
     state: &SharedPool,
     writer: &StoreWriter,
     changes: Changes,
 ) -> Option<impl Future<Output = Result<(), PoolError>>> {
-    write_all(writer, changes.lazy);
+    writer.write_many(changes.lazy);
     if changes.durable.is_empty() {
         return None;
     }
@@ -75,14 +73,15 @@ pub(super) fn save(
 
 /// Ends a request in an embedded pool: usage added, or the window given back.
 pub(super) fn settle_in_memory(state: &SharedPool, writer: &StoreWriter, msg: &Settle) {
-    let ops = state.lock().settle(
-        &msg.key_id,
+    let mut pool = state.lock();
+    let ops = pool.settle(
+        &msg.key.id,
         &msg.account,
         msg.family,
         msg.window_started,
         msg.outcome,
     );
-    write_all(writer, ops);
+    writer.write_many(ops);
 }
 
 /// The answer, once the durable changes are saved.
@@ -137,7 +136,7 @@ impl Handler<Settle> for PoolActor {
                     // Sent again until Redis answers; what is given up is logged where it is.
                     let _ = pool
                         .settle(
-                            &msg.key_id,
+                            &msg.key.id,
                             &msg.account,
                             msg.family,
                             msg.count_id.as_deref(),
@@ -185,8 +184,9 @@ impl Handler<Release> for PoolActor {
     fn handle(&mut self, msg: Release, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                let ops = state.lock().release(&msg.key_id);
-                write_all(writer, ops);
+                let mut pool = state.lock();
+                let ops = pool.release(&msg.key_id);
+                writer.write_many(ops);
                 Response::reply(())
             }
             PoolBackend::Redis(pool) => {
@@ -205,8 +205,8 @@ impl Handler<BindFixed> for PoolActor {
     fn handle(&mut self, msg: BindFixed, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                let bound = state.lock().bind_fixed(&msg.key_id, &msg.account);
-                match bound {
+                let mut pool = state.lock();
+                match pool.bind_fixed(&msg.key_id, &msg.account) {
                     Ok(changes) => answer(state, writer, changes, Ok(())),
                     Err(e) => Response::reply(Err(e)),
                 }
@@ -408,8 +408,9 @@ impl Handler<SyncAccounts> for PoolActor {
     fn handle(&mut self, msg: SyncAccounts, _: &mut Context<Self>) -> Self::Result {
         match &mut self.backend {
             PoolBackend::Embedded { state, writer } => {
-                let (delta, ops) = state.lock().sync_accounts(msg.files, &msg.unreadable);
-                write_all(writer, ops);
+                let mut pool = state.lock();
+                let (delta, ops) = pool.sync_accounts(msg.files, &msg.unreadable);
+                writer.write_many(ops);
                 Response::reply(Ok(delta))
             }
             PoolBackend::Redis(pool) => {

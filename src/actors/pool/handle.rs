@@ -37,12 +37,12 @@ impl Drop for UnansweredCount {
 }
 
 /// Undoes an embedded admission's count (a binding it made was taken back by `save`).
-fn give_back(state: &SharedPool, writer: &StoreWriter, key: &KeyRecord, admitted: &Admission) {
+fn give_back(state: &SharedPool, writer: &StoreWriter, key: &Arc<KeyRecord>, admitted: &Admission) {
     let (Some(family), Some(grant)) = (admitted.family, admitted.grant) else {
         return;
     };
     let refund = Settle {
-        key_id: key.id.clone(),
+        key: key.clone(),
         account: admitted.account.clone(),
         family,
         window_started: Some(grant.started_at),
@@ -88,13 +88,17 @@ impl PoolHandle {
     /// answer is lost (or whose caller stops waiting) is withdrawn again.
     pub async fn admit(
         &self,
-        key: &KeyRecord,
+        key: &Arc<KeyRecord>,
         family: Option<ModelFamily>,
     ) -> Result<Admission, PoolError> {
         match &self.parts.backend {
             PoolBackend::Embedded { state, writer } => {
-                let (result, changes) = state.lock().admit(key, family, now_ms());
-                if let Some(saved) = save(state, writer, changes) {
+                let (result, saved) = {
+                    let mut pool = state.lock();
+                    let (result, changes) = pool.admit(key, family, now_ms());
+                    (result, save(state, writer, changes))
+                };
+                if let Some(saved) = saved {
                     if let Err(e) = saved.await {
                         // Refused before Claude saw it: the count is given back.
                         if let Ok(admitted) = &result {

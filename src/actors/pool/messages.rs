@@ -2,7 +2,7 @@
 
 use super::{Outcome, PoolError, PoolView, SyncDelta};
 use crate::domain::{Credential, Millis, ModelFamily};
-use crate::store::Usage;
+use crate::store::{KeyRecord, Usage};
 use actix::Message;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Settle {
-    pub key_id: String,
+    pub key: Arc<KeyRecord>,
     pub account: Arc<str>,
     pub family: ModelFamily,
     pub window_started: Option<Millis>,

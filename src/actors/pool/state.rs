@@ -64,7 +64,7 @@ pub struct Changes {
 pub struct NewBinding {
     key_id: String,
     account: String,
-    previous: Option<String>,
+    previous: Option<Arc<str>>,
 }
 
 /// How a request ended, for its window and the usage totals.
@@ -89,7 +89,8 @@ pub struct PoolState {
     pub tier: Tier,
     pub accounts: BTreeMap<String, AccountSlot>,
     // Read and written by every request: a fast hasher (keys are our own ids, not client input).
-    pub(super) bindings: FastMap<String, String>,
+    /// The account names are shared: every admission hands one out with its answer.
+    pub(super) bindings: FastMap<String, Arc<str>>,
     /// A key's window per model family, looked up by `&str` (no key copy per request).
     windows: FastMap<String, FamilyWindows>,
     key_usage: FastMap<String, Usage>,
@@ -115,8 +116,7 @@ impl PoolState {
         match self.accounts.get_mut(account) {
             Some(slot) => {
                 slot.keys.insert(key_id.to_string());
-                self.bindings
-                    .insert(key_id.to_string(), account.to_string());
+                self.bindings.insert(key_id.to_string(), Arc::from(account));
                 true
             }
             None => false,
@@ -148,7 +148,7 @@ impl PoolState {
     }
 
     pub fn bound_account(&self, key_id: &str) -> Option<&str> {
-        self.bindings.get(key_id).map(String::as_str)
+        self.bindings.get(key_id).map(|a| &**a)
     }
 
     pub fn key_usage(&self, key_id: &str) -> Usage {
@@ -204,14 +204,15 @@ impl PoolState {
     }
 
     /// Points a key at `account` (or at none), moving its slot; returns where it was.
-    fn move_binding(&mut self, key_id: &str, account: Option<&str>) -> Option<String> {
+    fn move_binding(&mut self, key_id: &str, account: Option<&str>) -> Option<Arc<str>> {
         let previous = match account {
-            Some(account) => self
-                .bindings
-                .insert(key_id.to_string(), account.to_string()),
+            Some(account) => self.bindings.insert(key_id.to_string(), Arc::from(account)),
             None => self.bindings.remove(key_id),
         };
-        if let Some(slot) = previous.as_ref().and_then(|old| self.accounts.get_mut(old)) {
+        if let Some(slot) = previous
+            .as_ref()
+            .and_then(|old| self.accounts.get_mut(&**old))
+        {
             slot.keys.remove(key_id);
         }
         if let Some(slot) = account.and_then(|a| self.accounts.get_mut(a)) {
@@ -224,7 +225,7 @@ impl PoolState {
     /// slot is free again and the key's next request binds (and writes) anew. A binding
     /// changed again since is left alone.
     pub fn take_back(&mut self, binding: &NewBinding) {
-        if self.bindings.get(&binding.key_id) != Some(&binding.account) {
+        if self.bound_account(&binding.key_id) != Some(binding.account.as_str()) {
             return;
         }
         let previous = binding
@@ -239,7 +240,7 @@ impl PoolState {
         &mut self,
         key: &KeyRecord,
         changes: &mut Changes,
-    ) -> Result<(String, bool), PoolError> {
+    ) -> Result<(Arc<str>, bool), PoolError> {
         if let Some(fixed) = &key.fixed_account {
             let usable = self.accounts.get(fixed).is_some_and(Self::usable);
             if !usable {
@@ -247,7 +248,7 @@ impl PoolState {
                     account: fixed.clone(),
                 });
             }
-            let newly = self.bindings.get(&key.id) != Some(fixed);
+            let newly = self.bound_account(&key.id) != Some(fixed.as_str());
             if newly {
                 // No sequence may overfill an account, a fixed key's own included.
                 if !self.has_free_slot(fixed) {
@@ -257,16 +258,16 @@ impl PoolState {
                 }
                 self.bind(&key.id, fixed, changes);
             }
-            return Ok((fixed.clone(), newly));
+            return Ok((Arc::from(fixed.as_str()), newly));
         }
         if let Some(current) = self.bindings.get(&key.id) {
-            if self.accounts.get(current).is_some_and(Self::usable) {
+            if self.accounts.get(&**current).is_some_and(Self::usable) {
                 return Ok((current.clone(), false));
             }
         }
         let account = self.pick_account()?;
         self.bind(&key.id, &account, changes);
-        Ok((account, true))
+        Ok((Arc::from(account), true))
     }
 
     /// Binds if needed, then counts the request in its window. The changes are returned
@@ -295,12 +296,12 @@ impl PoolState {
             });
         }
         let (account, newly_bound) = self.resolve_account(key, changes)?;
-        let slot = self.accounts.get(&account).ok_or(PoolError::Unavailable)?;
+        let slot = self.accounts.get(&*account).ok_or(PoolError::Unavailable)?;
         let credential = slot.credential.clone();
         let slots_used = u32::try_from(slot.keys.len()).unwrap_or(u32::MAX);
         if credential.is_expired(now) {
             return Err(PoolError::TokenExpired {
-                account,
+                account: account.to_string(),
                 retry_at: None,
             });
         }
@@ -309,7 +310,7 @@ impl PoolState {
             Some((f, limit)) => Some(self.count_in_window(&key.id, f, limit, now, changes)?),
         };
         Ok(Admission {
-            account: Arc::from(account.as_str()),
+            account,
             credential,
             family,
             grant,

@@ -4,7 +4,7 @@
 use super::queue::Queued;
 use crate::domain::{ModelFamily, Window};
 use crate::store::records::{Usage, WriteOp};
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 #[derive(Default)]
 struct Folded {

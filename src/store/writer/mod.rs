@@ -50,10 +50,21 @@ impl StoreWriter {
     /// Queues a change; it reaches disk within one batch (or, while the store refuses
     /// writes, as soon as it takes them again).
     pub fn write(&self, op: WriteOp) {
+        self.write_many(std::iter::once(op));
+    }
+
+    /// Queues several changes under one taking of the lock (a request's counters): the lock
+    /// is shared by every worker, and each taking moves it between cores.
+    pub fn write_many(&self, ops: impl IntoIterator<Item = WriteOp>) {
         let shared = self.shared();
         let mut queue = shared.queue.lock();
-        queue.batch.ops.push(Queued::behind(op));
-        let wake = std::mem::take(&mut queue.idle) || queue.batch.ops.len() == MAX_BATCH;
+        let before = queue.batch.ops.len();
+        queue.batch.ops.extend(ops.into_iter().map(Queued::behind));
+        let after = queue.batch.ops.len();
+        if after == before {
+            return;
+        }
+        let wake = std::mem::take(&mut queue.idle) || (before < MAX_BATCH && after >= MAX_BATCH);
         drop(queue);
         if wake {
             shared.wake.notify_one();

@@ -122,5 +122,15 @@ pub(super) fn next_batch(
         }
     }
     *last_batch = Instant::now();
-    Some(std::mem::take(&mut queue.batch))
+    // The next batch starts with room for one like this: growing the list a push at a time
+    // copied it over and over while the workers waited on the lock.
+    let room = queue.batch.ops.len();
+    let taken = std::mem::replace(
+        &mut queue.batch,
+        Batch {
+            ops: Vec::with_capacity(room),
+            acks: Vec::new(),
+        },
+    );
+    Some(taken)
 }

@@ -63,6 +63,28 @@ fn counters_reach_disk_whether_the_writer_lingers_or_sleeps() {
 }
 
 #[test]
+fn changes_queued_together_wake_a_sleeping_writer_and_keep_their_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (writer, path) = writer_on(dir.path());
+    std::thread::sleep(queue::LINGER + Duration::from_millis(300));
+    let window = |count| WriteOp::SetWindow {
+        key_id: "k".into(),
+        family: ModelFamily::Sonnet,
+        window: Window {
+            started_at: 5,
+            count,
+        },
+    };
+    writer.write_many([window(1), window(3), window(2)]);
+    writer.write_many([]);
+    wait_for(&path, "the last window", |s| {
+        s.windows
+            .get(&("k".to_string(), ModelFamily::Sonnet))
+            .is_some_and(|w| w.count == 2)
+    });
+}
+
+#[test]
 fn dropping_the_last_handle_commits_what_is_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (writer, path) = writer_on(dir.path());
