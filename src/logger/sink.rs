@@ -122,6 +122,8 @@ impl Sink {
                 self.flush();
                 last_write = Instant::now();
             } else if last_write.elapsed() >= LINGER {
+                // Before sleeping, hand back what this thread freed (an idle thread never does).
+                crate::allocator::give_back_freed_memory();
                 let mut pending = self.pending.lock();
                 while pending.bytes.is_empty() {
                     pending.asleep = true;

@@ -5,7 +5,7 @@
 //! was a thread switch per request.
 
 use crate::store::WriteOp;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -86,6 +86,7 @@ pub(super) fn next_batch(
     retry_at: Option<Instant>,
 ) -> Option<Batch> {
     let mut queue = shared.queue.lock();
+    let mut gave_back = false;
     loop {
         if !queue.batch.acks.is_empty() {
             break;
@@ -115,6 +116,11 @@ pub(super) fn next_batch(
         }
         if last_batch.elapsed() < LINGER {
             shared.wake.wait_for(&mut queue, GATHER);
+        } else if !gave_back {
+            // Before sleeping, this thread hands back the memory its batches freed: an idle
+            // thread never returns any by itself. The queue stays open meanwhile, so look again.
+            MutexGuard::unlocked(&mut queue, crate::allocator::give_back_freed_memory);
+            gave_back = true;
         } else {
             queue.idle = true;
             shared.wake.wait(&mut queue);
