@@ -166,8 +166,9 @@ fn with_identity(req: &HttpRequest, svc: &Services, model: &str, body: Bytes) ->
 }
 
 /// One line per request: the binding, and the window. Run beside the request's first send
-/// (see `Exchange::run`), so it is formatted while the worker waits for Claude, never before
-/// the request has gone out, and without a task of its own.
+/// (see `Exchange::run`), which is polled first: the line is formatted once the request is
+/// on its way (written, or its connection opening) and waits for Claude, without a task of
+/// its own.
 pub(super) async fn log_admission(key: &KeyRecord, a: &Admission) {
     if !log::log_enabled!(log::Level::Info) {
         return;
