@@ -65,6 +65,12 @@ async fn sync_keeps_an_account_whose_file_broke() {
     server.wait_startup_sync();
     let (key, _) = server.admin_create_key(&json!({"tier": TIER})).await;
     assert_eq!(bearer_of(&server, &mock, &key).await, access_token("a1"));
+    // Usage is settled as the answer ends, just after it was sent: wait until it is counted.
+    let counted = usage_json(1, 10, 5, 2, 3);
+    assert_eq!(
+        server.wait_account_usage(TIER, "a1", &counted).await,
+        counted
+    );
     let before = server.pool_account(TIER, "a1").await;
 
     let path = server.env.write_account_file(TIER, "a1.json", GARBAGE);
