@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     pub conns: usize,
     /// Seconds of throughput load per target. Ten one-second rounds: with five, one busy
-    /// second of the host's moved a target's req/s by 5–10 %.
+    /// second of the host's moved a target's req/s by up to 20 % (BENCHMARKS.md, twelfth pass).
     #[arg(long, default_value_t = 10.0)]
     pub tp_secs: f64,
     #[arg(long, default_value_t = 1.0)]

@@ -87,7 +87,7 @@ async fn measured(
     let mut family = None;
     let (key, result) = match authenticate(&req, &svc).await {
         Ok(key) => {
-            let result = forward(&req, payload, &svc, kind, (&key, started), &mut family).await;
+            let result = forward(&req, payload, &svc, kind, &key, started, &mut family).await;
             (Some(key), result)
         }
         Err(e) => (None, Err(e)),
@@ -219,13 +219,14 @@ fn admission_line(
     line
 }
 
-/// `(key, started)`: the authenticated key, and when the request arrived.
+/// `started`: when the request arrived; `seen_family` is filled in for its metrics.
 async fn forward(
     req: &HttpRequest,
     payload: Option<web::Payload>,
     svc: &Services,
     kind: Kind,
-    (key, started): (&Arc<KeyRecord>, Instant),
+    key: &Arc<KeyRecord>,
+    started: Instant,
     seen_family: &mut Option<ModelFamily>,
 ) -> Result<HttpResponse, ApiError> {
     let (body, family) = match payload {

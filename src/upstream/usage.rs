@@ -47,15 +47,15 @@ impl JsonBody {
             return None;
         }
         let first = self.first.as_deref().unwrap_or_default();
-        let joined;
+        let mut joined = Vec::new();
         let body: &[u8] = if self.more.is_empty() {
             first
         } else {
-            joined = [first]
-                .into_iter()
-                .chain(self.more.iter().map(|b| &b[..]))
-                .collect::<Vec<&[u8]>>()
-                .concat();
+            joined.reserve(self.len);
+            joined.extend_from_slice(first);
+            for chunk in &self.more {
+                joined.extend_from_slice(chunk);
+            }
             &joined
         };
         top_level_field(body, "usage").map(usage_fields)
