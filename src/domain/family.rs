@@ -11,7 +11,7 @@ pub enum ModelFamily {
 }
 
 /// `needle` (lowercase ASCII) in `hay`, whatever the case of `hay`; no copy made.
-fn contains_ignoring_case(hay: &str, needle: &str) -> bool {
+pub fn contains_ignoring_case(hay: &str, needle: &str) -> bool {
     hay.as_bytes()
         .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))

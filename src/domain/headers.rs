@@ -3,39 +3,23 @@
 pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// Headers the proxy sets itself or that must never reach Claude.
-const DROPPED_REQUEST_HEADERS: &[&str] = &[
-    // credentials: the client's key stays here
-    "authorization",
-    "x-api-key",
-    "cookie",
-    // hop-by-hop
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    // set by the proxy
-    "host",
-    "content-length",
-    "accept-encoding",
-    "anthropic-beta",
-    // the body is forwarded as read: compressed bodies are refused before this
-    "content-encoding",
-    // client network identity
-    "x-real-ip",
-    "forwarded",
-    "via",
-];
-
-/// True when a client request header is forwarded upstream as it is.
+/// True when a client request header is forwarded upstream as it is. A `match`, not a list
+/// search: it runs for every header of every request.
 pub fn forward_request_header(lowercase_name: &str) -> bool {
-    !DROPPED_REQUEST_HEADERS.contains(&lowercase_name)
-        && !lowercase_name.starts_with("x-forwarded-")
+    match lowercase_name {
+        // credentials: the client's key stays here
+        "authorization" | "x-api-key" | "cookie"
+        // hop-by-hop
+        | "connection" | "keep-alive" | "proxy-authenticate" | "proxy-authorization"
+        | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+        // set by the proxy
+        | "host" | "content-length" | "accept-encoding" | "anthropic-beta"
+        // the body is forwarded as read: compressed bodies are refused before this
+        | "content-encoding"
+        // client network identity
+        | "x-real-ip" | "forwarded" | "via" => false,
+        other => !other.starts_with("x-forwarded-"),
+    }
 }
 
 /// The headers a client's `Connection` values name: hop-by-hop for this hop only (RFC 9110
@@ -98,11 +82,28 @@ mod tests {
     #[test]
     fn request_header_rules() {
         for dropped in [
-            "x-api-key",
             "authorization",
+            "x-api-key",
             "cookie",
-            "x-forwarded-for",
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
             "host",
+            "content-length",
+            "accept-encoding",
+            "anthropic-beta",
+            "content-encoding",
+            "x-real-ip",
+            "forwarded",
+            "via",
+            "x-forwarded-for",
+            "x-forwarded-proto",
         ] {
             assert!(!forward_request_header(dropped), "{dropped}");
         }
@@ -112,6 +113,9 @@ mod tests {
             "x-stainless-os",
             "anthropic-version",
             "content-type",
+            "accept",
+            "x-forwarded",
+            "tee",
         ] {
             assert!(forward_request_header(kept), "{kept}");
         }

@@ -59,7 +59,7 @@ pub async fn read_limited(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    let mut body = Collected::default();
     loop {
         let chunk = match next_chunk(&mut payload, rules.idle).await {
             Err(_) => return Err(ApiError::BodyTimeout(rules.idle)),
@@ -69,9 +69,42 @@ pub async fn read_limited(
         if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge { limit });
         }
-        body.extend_from_slice(&chunk);
+        body.push(chunk, declared.unwrap_or(8 * 1024).min(limit));
     }
-    Ok(body.freeze())
+    Ok(body.into_bytes())
+}
+
+/// A body's chunks: a body that came in one chunk (most do, with their headers) is kept as
+/// it came, without a copy; a second chunk starts a buffer for the whole.
+#[derive(Default)]
+struct Collected {
+    first: Bytes,
+    joined: Option<BytesMut>,
+}
+
+impl Collected {
+    fn len(&self) -> usize {
+        self.joined.as_ref().map_or(self.first.len(), BytesMut::len)
+    }
+
+    /// `capacity`: what the whole is expected to take.
+    fn push(&mut self, chunk: Bytes, capacity: usize) {
+        match &mut self.joined {
+            Some(joined) => joined.extend_from_slice(&chunk),
+            None if self.first.is_empty() => self.first = chunk,
+            None => {
+                let first = std::mem::take(&mut self.first);
+                let mut joined = BytesMut::with_capacity(capacity.max(first.len() + chunk.len()));
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&chunk);
+                self.joined = Some(joined);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.joined.map_or(self.first, BytesMut::freeze)
+    }
 }
 
 /// The body's next chunk, or Elapsed when none comes within `idle`. A chunk already read
@@ -133,7 +166,7 @@ pub(super) fn serde_model(body: &[u8]) -> serde_json::Result<Option<Cow<'_, str>
 }
 
 /// The request's model, or a 400 that says what is missing.
-pub fn model_of(body: &[u8]) -> Result<String, ApiError> {
+pub fn model_of(body: &[u8]) -> Result<Cow<'_, str>, ApiError> {
     if body.is_empty() {
         return Err(ApiError::BadRequest(
             "The request body is empty; send a JSON object with a `model` field".into(),
@@ -160,10 +193,45 @@ pub fn model_of(body: &[u8]) -> Result<String, ApiError> {
         })?,
     };
     match model {
-        Some(m) if !m.trim().is_empty() => Ok(m.into_owned()),
+        Some(m) if !m.trim().is_empty() => Ok(m),
         _ => Err(ApiError::BadRequest(
             "The request body has no `model`; name the model to use, e.g. \"claude-sonnet-4-5\""
                 .into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_in_one_chunk_is_kept_without_a_copy() {
+        let chunk = Bytes::from_static(b"{\"model\":\"claude-sonnet-4-5\"}");
+        let mut body = Collected::default();
+        body.push(chunk.clone(), 64);
+        assert_eq!(body.len(), chunk.len());
+        let whole = body.into_bytes();
+        assert_eq!(whole, chunk);
+        assert_eq!(
+            whole.as_ptr(),
+            chunk.as_ptr(),
+            "the chunk itself, not a copy"
+        );
+    }
+
+    #[test]
+    fn a_body_in_many_chunks_is_joined_in_order() {
+        let mut body = Collected::default();
+        for part in ["{\"model\":", "\"claude", "-sonnet-4-5\"", "}"] {
+            body.push(Bytes::from(part), 4);
+        }
+        assert_eq!(body.len(), 29);
+        assert_eq!(body.into_bytes(), "{\"model\":\"claude-sonnet-4-5\"}");
+    }
+
+    #[test]
+    fn no_chunk_is_an_empty_body() {
+        assert!(Collected::default().into_bytes().is_empty());
     }
 }

@@ -57,7 +57,9 @@ impl<'a> Scan<'a> {
             self.skip_ws();
             let key = self.string()?;
             // serde decodes and checks top-level keys: leave escaped or non-UTF-8 ones to it.
-            if key.contains(&b'\\') || std::str::from_utf8(key).is_err() {
+            let plain =
+                !key.contains(&b'\\') && (key.is_ascii() || std::str::from_utf8(key).is_ok());
+            if !plain {
                 return None;
             }
             self.eat(b':')?;

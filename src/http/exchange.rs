@@ -44,6 +44,18 @@ pub struct Exchange<'a> {
     pub started: Instant,
 }
 
+/// The name of a header passed on: the ones every answer has are made once, not parsed and
+/// copied per answer.
+fn header_name(name: &[u8]) -> Option<HeaderName> {
+    if name.eq_ignore_ascii_case(b"content-type") {
+        Some(header::CONTENT_TYPE)
+    } else if name.eq_ignore_ascii_case(b"request-id") {
+        Some(names::REQUEST_ID)
+    } else {
+        HeaderName::from_bytes(name).ok()
+    }
+}
+
 /// Upstream answers that mean "Claude did not serve this": the request is given back.
 fn is_refunded(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
@@ -230,7 +242,7 @@ impl Exchange<'_> {
         loop {
             let sending = Instant::now();
             let sent = if retried {
-                self.send().await
+                Box::pin(self.send()).await
             } else {
                 let admitted = super::proxy::log_admission(self.key, &self.admission);
                 futures_util::future::join(self.send(), admitted).await.0
@@ -271,7 +283,9 @@ impl Exchange<'_> {
                 return Ok(self.relay(answer));
             }
             let mut answer = answer;
-            let body = match answer.read_body(MAX_ERROR_BODY).await {
+            // The rare paths are boxed: this future is copied onto the heap for every
+            // request, and their state would make it several times the size of a plain one.
+            let body = match Box::pin(answer.read_body(MAX_ERROR_BODY)).await {
                 Ok(body) => body,
                 Err(e) => {
                     // No usable answer reached the client: the request is given back.
@@ -285,7 +299,7 @@ impl Exchange<'_> {
             let touched_account =
                 effect != AccountEffect::None && effect != AccountEffect::ProxyFault;
             let set_aside = matches!(effect, AccountEffect::Blacklist(_));
-            if self.react(effect, retried).await? {
+            if Box::pin(self.react(effect, retried)).await? {
                 retried = true;
                 continue;
             }
@@ -310,14 +324,12 @@ impl Exchange<'_> {
 
     fn head(&self, answer_headers: &Fields, status: StatusCode) -> HttpResponseBuilder {
         let mut response = HttpResponse::build(status);
-        for (name, value) in answer_headers.iter() {
-            if return_response_header(name) {
-                // httparse checked both; a pair `http` still refuses is left out.
-                if let (Ok(name), Ok(value)) =
-                    (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-                {
-                    response.append_header((name, value));
-                }
+        for (name, value) in answer_headers.shared(return_response_header) {
+            // httparse checked both; a pair `http` still refuses is left out.
+            if let (Some(name), Ok(value)) =
+                (header_name(name), HeaderValue::from_maybe_shared(value))
+            {
+                response.append_header((name, value));
             }
         }
         if status.is_success() {

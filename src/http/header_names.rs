@@ -9,3 +9,5 @@ pub const RATELIMIT_REMAINING: HeaderName =
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
 pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");

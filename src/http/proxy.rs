@@ -10,6 +10,7 @@ use crate::actors::pool::{Admission, PoolError};
 use crate::actors::refresh::next_attempt;
 use crate::actors::supervisor::Services;
 use crate::clock::now_ms;
+use crate::domain::family::contains_ignoring_case;
 use crate::domain::headers::is_claude_code;
 use crate::domain::identity::insert_identity;
 use crate::domain::identity_splice::{splice_identity, Spliced};
@@ -119,7 +120,9 @@ pub async fn telemetry() -> HttpResponse {
 async fn authenticate(req: &HttpRequest, svc: &Services) -> Result<Arc<KeyRecord>, ApiError> {
     let headers = req.headers();
     let key = ApiKey::from_headers(
-        headers.get("x-api-key").map(|v| v.as_bytes()),
+        headers
+            .get(super::header_names::X_API_KEY)
+            .map(|v| v.as_bytes()),
         headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
     )?;
     match (svc.keys.authenticate(&key, now_ms()), &svc.backend) {
@@ -138,16 +141,14 @@ async fn authenticate(req: &HttpRequest, svc: &Services) -> Result<Arc<KeyRecord
     }
 }
 
-/// Puts Claude Code's identity first in `system` when the client is not Claude Code.
-fn with_identity(req: &HttpRequest, svc: &Services, model: &str, body: Bytes) -> Bytes {
+/// Puts Claude Code's identity first in `system` when the client is not Claude Code (and the
+/// model is not a Haiku).
+fn with_identity(req: &HttpRequest, svc: &Services, haiku: bool, body: Bytes) -> Bytes {
     let ua = req
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    if !svc.config.upstream.identity_prompt
-        || is_claude_code(ua)
-        || model.to_ascii_lowercase().contains("haiku")
-    {
+    if !svc.config.upstream.identity_prompt || is_claude_code(ua) || haiku {
         return body;
     }
     match splice_identity(&body) {
@@ -234,8 +235,9 @@ async fn forward(
             let body = read_limited(req, payload, BodyRules::client(&svc.config.server)).await?;
             let model = model_of(&body)?;
             let family = (kind == Kind::Messages).then(|| ModelFamily::of_model(&model));
+            let haiku = contains_ignoring_case(&model, "haiku");
             *seen_family = family;
-            (Some(with_identity(req, svc, &model, body)), family)
+            (Some(with_identity(req, svc, haiku, body)), family)
         }
         None => (None, None),
     };

@@ -3,6 +3,7 @@
 use crate::domain::{Credential, Millis, ModelFamily, Window};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +84,7 @@ pub struct BlacklistEntry {
 
 /// One change for the writer. A batch of them is one transaction: a failed batch wrote
 /// nothing, so writing its changes again (usage additions included) counts nothing twice.
+/// The changes every request makes share their names (`Arc<str>`) with the pool's memory.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     InsertKey(KeyRecord),
@@ -99,17 +101,17 @@ pub enum WriteOp {
         key_id: String,
     },
     SetWindow {
-        key_id: String,
+        key_id: Arc<str>,
         family: ModelFamily,
         window: Window,
     },
     AddKeyUsage {
-        key_id: String,
+        key_id: Arc<str>,
         usage: Usage,
     },
     AddAccountUsage {
-        tier: String,
-        account: String,
+        tier: Arc<str>,
+        account: Arc<str>,
         usage: Usage,
     },
     Blacklist {

@@ -81,7 +81,7 @@ pub(super) fn settle_in_memory(state: &SharedPool, writer: &StoreWriter, msg: &S
         msg.window_started,
         msg.outcome,
     );
-    writer.write_many(ops);
+    writer.write_many(ops.into_iter().flatten());
 }
 
 /// The answer, once the durable changes are saved.

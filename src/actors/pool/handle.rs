@@ -121,7 +121,9 @@ impl PoolHandle {
                             family,
                             count_id: Some(count_id),
                         });
-                let result = pool.admit(key, family, now_ms(), count_id).await;
+                // Boxed: a script call's state would double the size of every request's
+                // future, embedded ones included.
+                let result = Box::pin(pool.admit(key, family, now_ms(), count_id)).await;
                 // Redis's own refusals counted nothing; only a lost answer may have.
                 if !matches!(result, Err(PoolError::Store(_))) {
                     if let Some(u) = unanswered.as_mut() {
@@ -140,5 +142,29 @@ impl PoolHandle {
             PoolBackend::Embedded { state, writer } => settle_in_memory(state, writer, &msg),
             PoolBackend::Redis(_) => self.parts.addr.addr().do_send(msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redis::RedisPool;
+
+    fn output_size_3<F: Fn(A, B, C) -> R, A, B, C, R>(_f: &F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    fn output_size_5<F: Fn(A, B, C, D, E) -> R, A, B, C, D, E, R>(_f: &F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn an_embedded_admission_does_not_carry_a_redis_call() {
+        let admitting = output_size_3(&PoolHandle::admit);
+        let on_redis = output_size_5(&RedisPool::admit);
+        assert!(
+            admitting < on_redis,
+            "admit's future ({admitting} bytes) holds the Redis call's ({on_redis} bytes) inline: box it"
+        );
     }
 }

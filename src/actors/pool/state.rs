@@ -54,7 +54,8 @@ pub struct Admission {
 #[derive(Debug, Default)]
 pub struct Changes {
     pub durable: Vec<WriteOp>,
-    pub lazy: Vec<WriteOp>,
+    /// The request's count in its window: queued, not waited for.
+    pub lazy: Option<WriteOp>,
     /// The binding these changes make, taken back in memory if the store refuses them.
     pub binding: Option<NewBinding>,
 }
@@ -77,6 +78,28 @@ pub enum Outcome {
 
 type FamilyWindows = [Option<Window>; 3];
 
+/// What the pool keeps of a key: its windows and usage totals, and its id, shared with the
+/// store changes that name it (every request makes one or two).
+#[derive(Debug)]
+struct KeyTotals {
+    id: Arc<str>,
+    windows: FamilyWindows,
+    usage: Usage,
+}
+
+impl KeyTotals {
+    fn new(id: Arc<str>) -> KeyTotals {
+        KeyTotals {
+            id,
+            windows: FamilyWindows::default(),
+            usage: Usage::default(),
+        }
+    }
+}
+
+/// The changes a settled request makes: at most two.
+pub type SettleOps = [Option<WriteOp>; 2];
+
 fn family_slot(family: ModelFamily) -> usize {
     match family {
         ModelFamily::Opus => 0,
@@ -91,19 +114,20 @@ pub struct PoolState {
     // Read and written by every request: a fast hasher (keys are our own ids, not client input).
     /// The account names are shared: every admission hands one out with its answer.
     pub(super) bindings: FastMap<String, Arc<str>>,
-    /// A key's window per model family, looked up by `&str` (no key copy per request).
-    windows: FastMap<String, FamilyWindows>,
-    key_usage: FastMap<String, Usage>,
+    /// A key's windows per model family and its usage, looked up by `&str`.
+    keys: FastMap<Arc<str>, KeyTotals>,
+    /// `tier.name`, shared with the usage changes that name it.
+    tier_name: Arc<str>,
 }
 
 impl PoolState {
     pub fn new(tier: Tier) -> PoolState {
         PoolState {
+            tier_name: Arc::from(tier.name.as_str()),
             tier,
             accounts: BTreeMap::new(),
             bindings: FastMap::default(),
-            windows: FastMap::default(),
-            key_usage: FastMap::default(),
+            keys: FastMap::default(),
         }
     }
 
@@ -124,27 +148,32 @@ impl PoolState {
     }
 
     pub fn restore_window(&mut self, key_id: &str, family: ModelFamily, window: Window) {
-        self.set_window(key_id, family, window);
+        self.change_key(key_id, |k| k.windows[family_slot(family)] = Some(window));
     }
 
     fn window(&self, key_id: &str, family: ModelFamily) -> Option<Window> {
-        self.windows.get(key_id)?[family_slot(family)]
+        self.keys.get(key_id)?.windows[family_slot(family)]
     }
 
-    fn set_window(&mut self, key_id: &str, family: ModelFamily, window: Window) {
-        let slot = family_slot(family);
-        match self.windows.get_mut(key_id) {
-            Some(windows) => windows[slot] = Some(window),
-            None => {
-                let mut windows = FamilyWindows::default();
-                windows[slot] = Some(window);
-                self.windows.insert(key_id.to_string(), windows);
-            }
+    /// The key's totals, changed by `change`; returns the key's shared id.
+    fn change_key(&mut self, key_id: &str, change: impl FnOnce(&mut KeyTotals)) -> Arc<str> {
+        if let Some(totals) = self.keys.get_mut(key_id) {
+            change(totals);
+            return totals.id.clone();
         }
+        let mut totals = KeyTotals::new(Arc::from(key_id));
+        change(&mut totals);
+        let id = totals.id.clone();
+        self.keys.insert(id.clone(), totals);
+        id
+    }
+
+    fn set_window(&mut self, key_id: &str, family: ModelFamily, window: Window) -> Arc<str> {
+        self.change_key(key_id, |k| k.windows[family_slot(family)] = Some(window))
     }
 
     pub fn restore_key_usage(&mut self, key_id: &str, usage: Usage) {
-        self.key_usage.insert(key_id.to_string(), usage);
+        self.change_key(key_id, |k| k.usage = usage);
     }
 
     pub fn bound_account(&self, key_id: &str) -> Option<&str> {
@@ -152,7 +181,7 @@ impl PoolState {
     }
 
     pub fn key_usage(&self, key_id: &str) -> Usage {
-        self.key_usage.get(key_id).copied().unwrap_or_default()
+        self.keys.get(key_id).map(|k| k.usage).unwrap_or_default()
     }
 
     fn usable(slot: &AccountSlot) -> bool {
@@ -336,9 +365,9 @@ impl PoolState {
         let current = self.window(key_id, family);
         match Window::admit(current, now, self.window_ms(), limit) {
             Ok((next, grant)) => {
-                self.set_window(key_id, family, next);
-                changes.lazy.push(WriteOp::SetWindow {
-                    key_id: key_id.to_string(),
+                let key_id = self.set_window(key_id, family, next);
+                changes.lazy = Some(WriteOp::SetWindow {
+                    key_id,
                     family,
                     window: next,
                 });
@@ -356,52 +385,46 @@ impl PoolState {
     pub fn settle(
         &mut self,
         key_id: &str,
-        account: &str,
+        account: &Arc<str>,
         family: ModelFamily,
         window_started: Option<Millis>,
         outcome: Outcome,
-    ) -> Vec<WriteOp> {
-        let mut ops = Vec::new();
+    ) -> SettleOps {
         match outcome {
             Outcome::Served(usage) => {
                 let usage = Usage {
                     requests: 1,
                     ..usage
                 };
-                match self.key_usage.get_mut(key_id) {
-                    Some(total) => total.add(&usage),
-                    None => {
-                        self.key_usage.insert(key_id.to_string(), usage);
-                    }
-                }
-                ops.push(WriteOp::AddKeyUsage {
-                    key_id: key_id.to_string(),
-                    usage,
-                });
-                if let Some(slot) = self.accounts.get_mut(account) {
+                let key_id = self.change_key(key_id, |k| k.usage.add(&usage));
+                let for_key = WriteOp::AddKeyUsage { key_id, usage };
+                let for_account = self.accounts.get_mut(&**account).map(|slot| {
                     slot.usage.add(&usage);
-                    ops.push(WriteOp::AddAccountUsage {
-                        tier: self.tier.name.clone(),
-                        account: account.to_string(),
+                    WriteOp::AddAccountUsage {
+                        tier: self.tier_name.clone(),
+                        account: account.clone(),
                         usage,
-                    });
-                }
+                    }
+                });
+                [Some(for_key), for_account]
             }
             Outcome::Refund => {
-                let Some(started) = window_started else {
-                    return ops;
+                let refunded = window_started
+                    .and_then(|started| Window::refund(self.window(key_id, family), started));
+                let Some(next) = refunded else {
+                    return [None, None];
                 };
-                if let Some(next) = Window::refund(self.window(key_id, family), started) {
-                    self.set_window(key_id, family, next);
-                    ops.push(WriteOp::SetWindow {
-                        key_id: key_id.to_string(),
+                let key_id = self.set_window(key_id, family, next);
+                [
+                    Some(WriteOp::SetWindow {
+                        key_id,
                         family,
                         window: next,
-                    });
-                }
+                    }),
+                    None,
+                ]
             }
         }
-        ops
     }
 
     /// A key that expired or was revoked gives its slot back.

@@ -5,12 +5,13 @@ use super::queue::Queued;
 use crate::domain::{ModelFamily, Window};
 use crate::store::records::{Usage, WriteOp};
 use foldhash::HashMap;
+use std::sync::Arc;
 
 #[derive(Default)]
 struct Folded {
-    windows: HashMap<(String, ModelFamily), Window>,
-    key_usage: HashMap<String, Usage>,
-    account_usage: HashMap<(String, String), Usage>,
+    windows: HashMap<(Arc<str>, ModelFamily), Window>,
+    key_usage: HashMap<Arc<str>, Usage>,
+    account_usage: HashMap<(Arc<str>, Arc<str>), Usage>,
 }
 
 impl Folded {

@@ -31,6 +31,18 @@ impl Fields {
             .map(|f| (&self.head[f.name.clone()], &self.head[f.value.clone()]))
     }
 
+    /// The fields `keep` accepts by name, each value a `Bytes` that shares the head instead
+    /// of a copy of it.
+    pub fn shared<'a>(
+        &'a self,
+        keep: impl Fn(&[u8]) -> bool + 'a,
+    ) -> impl Iterator<Item = (&'a [u8], Bytes)> + 'a {
+        self.fields.iter().filter_map(move |f| {
+            let name = &self.head[f.name.clone()];
+            keep(name).then(|| (name, self.head.slice(f.value.clone())))
+        })
+    }
+
     /// The first value of `name` (any case).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.iter()
@@ -83,6 +95,21 @@ mod tests {
                 (b"x-a", b"1"),
                 (b"X-A", b"2")
             ]
+        );
+        let kept: Vec<(&[u8], Bytes)> = fields
+            .shared(|name| name.eq_ignore_ascii_case(b"x-a"))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                (&b"x-a"[..], Bytes::from_static(b"1")),
+                (b"X-A", Bytes::from_static(b"2"))
+            ]
+        );
+        let head = fields.head.as_ptr_range();
+        assert!(
+            kept.iter().all(|(_, v)| head.contains(&v.as_ptr())),
+            "values share the head, they are not copies"
         );
     }
 }

@@ -76,7 +76,9 @@ pub async fn send(
         };
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => connect(endpoint, timeouts.connect)
+            // Boxed: a TLS handshake's state is most of this future's size, and a request
+            // on a pooled connection would carry (and copy) that space for nothing.
+            None => Box::pin(connect(endpoint, timeouts.connect))
                 .await
                 .map_err(|e| SendError::Connect(endpoint.authority.clone(), e))?,
         };
@@ -144,6 +146,24 @@ async fn read_head(conn: &mut Conn) -> Result<(head::Head, Bytes), SendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of what `f` returns, without calling it.
+    fn output_size<F: Fn(A, B, C, D, E) -> R, A, B, C, D, E, R>(_f: &F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn a_request_on_a_pooled_connection_does_not_carry_a_handshake() {
+        let sending = output_size(&send);
+        let connecting = std::mem::size_of_val(&connect(
+            &Endpoint::parse("https://api.anthropic.com").unwrap(),
+            Duration::from_secs(1),
+        ));
+        assert!(
+            sending < connecting,
+            "send's future ({sending} bytes) holds connect's ({connecting} bytes) inline: box it"
+        );
+    }
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
