@@ -15,3 +15,4 @@ pub mod logger;
 pub mod metrics;
 pub mod store;
 pub mod upstream;
+pub mod worker_memory;

@@ -84,6 +84,7 @@ async fn measured(
     kind: Kind,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    crate::worker_memory::note_request();
     // What the request turned out to be, for its metrics; borrowed by `forward`, not copied.
     let mut family = None;
     let (key, result) = match authenticate(&req, &svc).await {

@@ -24,6 +24,8 @@ pub fn serve(config: Config) -> Result<(), String> {
         let server = HttpServer::new(move || {
             // Runs on each worker thread: its idle upstream connections get closed.
             crate::upstream::h1::start_reaper();
+            // And hands its freed memory back once it goes quiet.
+            crate::worker_memory::start_watch();
             App::new()
                 .app_data(data.clone())
                 .configure(super::configure)
