@@ -77,6 +77,30 @@ async fn json_answers_add_their_usage() {
     assert_totals(&server, &id, &usage_json(3, 30, 15, 6, 9)).await;
 }
 
+/// A JSON answer too large to come with its head is passed on as it arrives: byte for byte,
+/// with its content-length, and counted at its end (a small one goes out in one piece).
+#[actix_rt::test]
+async fn a_json_answer_larger_than_a_read_is_relayed_whole_and_counted() {
+    let (mock, server, key, id) = serve();
+    let mut answer = common::mock_routes::message_body(SONNET);
+    answer["content"][0]["text"] = json!("many words ".repeat(30_000));
+    let answer = answer.to_string();
+    mock.set_fixed_answer(Some(Answer::new(200, answer.clone())));
+    let res = server.send_model(&key, SONNET).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.body.len(), answer.len());
+    assert!(
+        res.body == answer.as_bytes(),
+        "the answer changed on its way"
+    );
+    assert_eq!(
+        res.header("content-length"),
+        Some(answer.len().to_string().as_str())
+    );
+    assert_eq!(res.header("transfer-encoding"), None);
+    assert_totals(&server, &id, &usage_json(1, 10, 5, 2, 3)).await;
+}
+
 #[actix_rt::test]
 async fn a_long_stream_is_relayed_byte_for_byte_and_its_usage_counted() {
     let (mock, server, key, id) = serve();

@@ -362,7 +362,7 @@ impl Exchange<'_> {
         let Answer {
             status,
             headers,
-            body,
+            mut body,
         } = answer;
         let mut response = self.head(&headers, status);
         if is_refunded(status) {
@@ -370,7 +370,17 @@ impl Exchange<'_> {
         }
         let content_type = headers.get_str("content-type");
         let is_stream = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
-        let usage = UsageReader::for_content_type(content_type);
+        let mut usage = UsageReader::for_content_type(content_type);
+        if !is_stream {
+            // An answer that is all here already goes out as one piece, not as a stream.
+            if let Some(whole) = body.take_if_here() {
+                if let Some(ticket) = self.ticket.take() {
+                    usage.feed(&whole);
+                    ticket.settle_after_send(usage);
+                }
+                return response.body(whole);
+            }
+        }
         let first_byte = is_stream.then(|| (self.started, self.key.clone()));
         // A sized answer keeps its length (no chunked framing the client never asked for).
         let length = headers

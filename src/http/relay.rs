@@ -23,6 +23,13 @@ pub struct SettleTicket {
 }
 
 impl SettleTicket {
+    /// A served answer: reading the usage and settling wait until the worker has sent the
+    /// last bytes, so the client is not kept waiting for our bookkeeping. Only from inside a
+    /// worker's task set (a handler, or a body the worker polls).
+    pub fn settle_after_send(self, mut usage: UsageReader) {
+        actix_rt::spawn(async move { self.settle(Outcome::Served(usage.finish())) });
+    }
+
     pub fn settle(self, outcome: Outcome) {
         if let Outcome::Served(usage) = &outcome {
             crate::metrics::tier_metrics(&self.key.tier).count_tokens(usage);
@@ -71,15 +78,13 @@ impl<S> Relay<S> {
         }
     }
 
-    /// At the answer's end: reading the usage and settling wait until the worker has sent
-    /// the last bytes, so the client is not kept waiting for our bookkeeping. (Only from
-    /// `poll_next`, which always runs inside the worker's task set.)
+    /// At the answer's end. (Only from `poll_next`, which always runs inside the worker's
+    /// task set.)
     fn settle_served_after_send(&mut self) {
-        let Some(ticket) = self.ticket.take() else {
-            return;
-        };
-        let mut usage = std::mem::replace(&mut self.usage, UsageReader::Ignore);
-        actix_rt::spawn(async move { ticket.settle(Outcome::Served(usage.finish())) });
+        if let Some(ticket) = self.ticket.take() {
+            let usage = std::mem::replace(&mut self.usage, UsageReader::Ignore);
+            ticket.settle_after_send(usage);
+        }
     }
 }
 

@@ -86,6 +86,23 @@ impl Answer {
 }
 
 impl AnswerBody {
+    /// The whole body when it is already here (a sized answer that came with its head, as
+    /// most JSON answers do): taken at once, the connection back in the pool. None leaves the
+    /// body as it was, to be streamed.
+    pub fn take_if_here(&mut self) -> Option<Bytes> {
+        let conn = self.conn.as_mut()?;
+        if !self.decoder.ends_within(conn.buf.len()) {
+            return None;
+        }
+        match self.decoder.decode(&mut conn.buf) {
+            Ok(Decoded::Piece(whole)) => {
+                self.release();
+                Some(whole)
+            }
+            _ => None,
+        }
+    }
+
     /// The body was read whole: the connection serves the next request, when it may.
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {

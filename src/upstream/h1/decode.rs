@@ -78,6 +78,11 @@ impl Decoder {
         self.state == State::Done
     }
 
+    /// True for a sized body whose remaining bytes are all among the `available` ones.
+    pub fn ends_within(&self, available: usize) -> bool {
+        matches!(self.state, State::Length(left) if left <= available as u64)
+    }
+
     /// The next piece of body from `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, BodyError> {
         loop {
@@ -296,6 +301,24 @@ mod tests {
         let (body, rest) = run(Framing::Empty, b"HTTP", &[1]).unwrap();
         assert!(body.is_empty());
         assert_eq!(rest, b"HTTP");
+    }
+
+    #[test]
+    fn only_a_sized_body_can_be_known_to_be_all_here() {
+        assert!(Decoder::new(Framing::Length(5)).ends_within(5));
+        assert!(Decoder::new(Framing::Length(5)).ends_within(13));
+        assert!(!Decoder::new(Framing::Length(5)).ends_within(4));
+        assert!(!Decoder::new(Framing::Chunked).ends_within(1 << 20));
+        assert!(!Decoder::new(Framing::UntilClose).ends_within(1 << 20));
+        assert!(
+            !Decoder::new(Framing::Empty).ends_within(0),
+            "nothing to take"
+        );
+        let mut half_read = Decoder::new(Framing::Length(5));
+        let mut buf = bytes::BytesMut::from(&b"hel"[..]);
+        assert!(matches!(half_read.decode(&mut buf), Ok(Decoded::Piece(_))));
+        assert!(half_read.ends_within(2), "what is left of it counts");
+        assert!(!half_read.ends_within(1));
     }
 
     proptest! {
