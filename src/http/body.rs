@@ -59,6 +59,7 @@ pub async fn read_limited(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
+    let expected = declared.unwrap_or(8 * 1024).min(limit);
     let mut body = Collected::default();
     loop {
         let chunk = match next_chunk(&mut payload, rules.idle).await {
@@ -69,7 +70,7 @@ pub async fn read_limited(
         if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge { limit });
         }
-        body.push(chunk, declared.unwrap_or(8 * 1024).min(limit));
+        body.push(chunk, expected);
     }
     Ok(body.into_bytes())
 }

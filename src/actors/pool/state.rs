@@ -148,7 +148,7 @@ impl PoolState {
     }
 
     pub fn restore_window(&mut self, key_id: &str, family: ModelFamily, window: Window) {
-        self.change_key(key_id, |k| k.windows[family_slot(family)] = Some(window));
+        self.set_window(key_id, family, window);
     }
 
     fn window(&self, key_id: &str, family: ModelFamily) -> Option<Window> {
