@@ -7,48 +7,37 @@ use foldhash::HashMap;
 use parking_lot::RwLock;
 use std::cell::RefCell;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Digests remembered per worker thread, at most this many (then forgotten all at once).
+/// Keys remembered per worker thread, at most this many (then forgotten all at once).
 const MEMO_CAPACITY: usize = 4096;
 
-/// A remembered key: the key itself (compared in constant time) and its digest.
-type Remembered = (Box<str>, Arc<str>);
-
-thread_local! {
-    /// Presented key → its digest, for keys that were known when presented: a client sends
-    /// the same key on every request, and SHA-256 was the largest cost of authenticating.
-    /// Only the digest is remembered; status and expiry are read from the record each time.
-    /// Indexed by a randomly seeded hash of the key, so a lookup's timing says nothing about
-    /// how much of a guessed key matches a real one.
-    static DIGESTS: RefCell<(RandomState, HashMap<u64, Remembered>)> = RefCell::default();
+/// A remembered key: the key itself (compared in constant time), and the record it named
+/// in the cache whose contents were `version`.
+struct Remembered {
+    secret: Box<str>,
+    record: Arc<KeyRecord>,
+    version: u64,
 }
 
-/// Looks `key` up by its digest, hashing it only when this thread has not seen it known.
-fn lookup<T>(key: &ApiKey, find: impl Fn(&str) -> Option<T>) -> Option<T> {
-    let secret = key.secret();
-    let (slot, remembered) = DIGESTS.with(|m| {
-        let memo = m.borrow();
-        let slot = memo.0.hash_one(secret);
-        let digest = memo.1.get(&slot).and_then(|(known, digest)| {
-            bool::from(known.as_bytes().ct_eq(secret.as_bytes())).then(|| digest.clone())
-        });
-        (slot, digest)
-    });
-    if let Some(digest) = remembered {
-        return find(&digest);
-    }
-    let digest = key.digest();
-    let found = find(&digest)?;
-    DIGESTS.with(|m| {
-        let memo = &mut m.borrow_mut().1;
-        if memo.len() >= MEMO_CAPACITY {
-            memo.clear();
-        }
-        memo.insert(slot, (secret.into(), digest.into()));
-    });
-    Some(found)
+thread_local! {
+    /// Presented key → its record, for keys that were known when presented: a client sends
+    /// the same key on every request, and SHA-256, then the shared map's lock (moved between
+    /// cores by every request) and its 64-character digest, were most of authenticating.
+    /// An entry counts only while its cache is still at the version it was read from; status
+    /// and expiry are read from the record each time.
+    /// Indexed by a randomly seeded hash of the key, so a lookup's timing says nothing about
+    /// how much of a guessed key matches a real one.
+    static REMEMBERED: RefCell<(RandomState, HashMap<u64, Remembered>)> = RefCell::default();
+}
+
+/// Every change to any cache takes a new number from here: a version names one cache's
+/// contents at one time, never another cache's, so one thread's memory serves them all.
+fn next_version() -> u64 {
+    static VERSIONS: AtomicU64 = AtomicU64::new(1);
+    VERSIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,27 +47,77 @@ pub enum AuthError {
     Revoked,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KeyCache {
     by_digest: Arc<RwLock<HashMap<String, Arc<KeyRecord>>>>,
+    /// The contents' version: changed, under the write lock, by every change.
+    version: Arc<AtomicU64>,
+}
+
+impl Default for KeyCache {
+    fn default() -> KeyCache {
+        KeyCache {
+            by_digest: Arc::default(),
+            version: Arc::new(AtomicU64::new(next_version())),
+        }
+    }
 }
 
 impl KeyCache {
     pub fn insert(&self, record: KeyRecord) {
-        self.by_digest
-            .write()
-            .insert(record.digest.clone(), Arc::new(record));
+        let mut map = self.by_digest.write();
+        map.insert(record.digest.clone(), Arc::new(record));
+        self.version.store(next_version(), Ordering::Release);
     }
 
     /// The live record of a presented key.
     pub fn authenticate(&self, key: &ApiKey, now: Millis) -> Result<Arc<KeyRecord>, AuthError> {
-        let record = lookup(key, |digest| self.by_digest.read().get(digest).cloned())
-            .ok_or(AuthError::Unknown)?;
+        let record = self.lookup(key).ok_or(AuthError::Unknown)?;
         match record.status_at(now) {
             KeyStatus::Active => Ok(record),
             KeyStatus::Expired => Err(AuthError::Expired),
             KeyStatus::Revoked => Err(AuthError::Revoked),
         }
+    }
+
+    /// The record `key` names, from this thread's memory while the cache is unchanged.
+    fn lookup(&self, key: &ApiKey) -> Option<Arc<KeyRecord>> {
+        let secret = key.secret();
+        let version = self.version.load(Ordering::Acquire);
+        let (slot, remembered) = REMEMBERED.with(|m| {
+            let memo = m.borrow();
+            let slot = memo.0.hash_one(secret);
+            let record = memo.1.get(&slot).and_then(|r| {
+                let same_key = bool::from(r.secret.as_bytes().ct_eq(secret.as_bytes()));
+                (same_key && r.version == version).then(|| r.record.clone())
+            });
+            (slot, record)
+        });
+        if remembered.is_some() {
+            return remembered;
+        }
+        // Read together with the version it belongs to: a change made meanwhile gives the
+        // entry a version already out of date.
+        let (record, version) = {
+            let map = self.by_digest.read();
+            let version = self.version.load(Ordering::Acquire);
+            (map.get(&key.digest())?.clone(), version)
+        };
+        REMEMBERED.with(|m| {
+            let memo = &mut m.borrow_mut().1;
+            if memo.len() >= MEMO_CAPACITY {
+                memo.clear();
+            }
+            memo.insert(
+                slot,
+                Remembered {
+                    secret: secret.into(),
+                    record: record.clone(),
+                    version,
+                },
+            );
+        });
+        Some(record)
     }
 
     pub fn find_id(&self, id: &str) -> Option<Arc<KeyRecord>> {
@@ -98,7 +137,9 @@ impl KeyCache {
         let mut updated = (**entry).clone();
         updated.status = status;
         *entry = Arc::new(updated);
-        Some(entry.clone())
+        let updated = entry.clone();
+        self.version.store(next_version(), Ordering::Release);
+        Some(updated)
     }
 }
 
@@ -159,6 +200,28 @@ mod tests {
     }
 
     #[test]
+    fn a_key_remembered_from_one_cache_is_not_known_to_another() {
+        let (known, empty) = (KeyCache::default(), KeyCache::default());
+        let key = ApiKey::generate();
+        known.insert(record_of(&key, "k1"));
+        assert_eq!(known.authenticate(&key, 0).unwrap().id, "k1");
+        assert_eq!(empty.authenticate(&key, 0).unwrap_err(), AuthError::Unknown);
+        assert_eq!(known.authenticate(&key, 0).unwrap().id, "k1");
+    }
+
+    #[test]
+    fn a_record_replaced_in_the_cache_is_the_one_seen() {
+        let cache = KeyCache::default();
+        let key = ApiKey::generate();
+        cache.insert(record_of(&key, "k1"));
+        assert_eq!(cache.authenticate(&key, 0).unwrap().tier, "trial");
+        let mut moved = record_of(&key, "k1");
+        moved.tier = "supreme".into();
+        cache.insert(moved);
+        assert_eq!(cache.authenticate(&key, 0).unwrap().tier, "supreme");
+    }
+
+    #[test]
     fn the_memory_of_digests_stays_bounded() {
         let cache = KeyCache::default();
         let keys: Vec<ApiKey> = (0..MEMO_CAPACITY + 10)
@@ -168,7 +231,7 @@ mod tests {
             cache.insert(record_of(key, &i.to_string()));
             assert_eq!(cache.authenticate(key, 0).unwrap().id, i.to_string());
         }
-        assert!(DIGESTS.with(|m| m.borrow().1.len()) <= MEMO_CAPACITY);
+        assert!(REMEMBERED.with(|m| m.borrow().1.len()) <= MEMO_CAPACITY);
         assert_eq!(cache.authenticate(&keys[0], 0).unwrap().id, "0");
     }
 }

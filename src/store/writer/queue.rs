@@ -12,9 +12,11 @@ use tokio::sync::oneshot;
 /// A batch this large is committed without waiting for more.
 pub(super) const MAX_BATCH: usize = 4096;
 
-/// Counters may wait this long for company before they are committed (the ~10 ms a
-/// `kill -9` can lose); a change someone waits for is committed at once.
-const GATHER: Duration = Duration::from_millis(5);
+/// Counters wait at most this long for company before their batch starts (with the commit,
+/// under the ~10 ms a `kill -9` can lose); a change someone waits for is committed at once.
+/// Every commit also costs the requests beside it on a small box (BENCHMARKS.md, fourteenth
+/// pass), so the wait is as long as that bound allows.
+pub(super) const GATHER: Duration = Duration::from_millis(8);
 
 /// How long after a batch the writer keeps looking for work by itself (see `next_batch`).
 pub(super) const LINGER: Duration = Duration::from_secs(1);
@@ -70,8 +72,66 @@ impl Shared {
     }
 }
 
-/// Waits for work, then — when nothing waits for an acknowledgement — lingers up to
-/// `GATHER` so that one transaction carries many requests' counters. None: closed and empty.
+/// What the writer does next with the queue as it finds it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Commit what is queued now.
+    Take,
+    /// Closed and empty.
+    Stop,
+    /// Held changes are due at this time; only an acknowledgement or closing comes first.
+    WaitForRetry(Instant),
+    /// Changes came while the writer was not looking: give them `GATHER` for company.
+    Gather,
+    /// Nothing queued, a batch was recent: look again after `GATHER`.
+    Look,
+    /// Quiet for `LINGER`: hand back freed memory, then look once more.
+    GiveBack,
+    /// Sleep until someone queues.
+    Sleep,
+}
+
+/// The writer's waiting rules, apart from the waiting. `looked`: the writer's last wait was
+/// a `Look`, so whatever is queued has already waited up to `GATHER` and goes at once — a
+/// second wait would let a counter sit for two.
+pub(super) fn next_step(
+    queue: &Queue,
+    looked: bool,
+    retry_at: Option<Instant>,
+    now: Instant,
+    quiet_since: Duration,
+    gave_back: bool,
+) -> Step {
+    let batch = &queue.batch;
+    if !batch.acks.is_empty() {
+        return Step::Take;
+    }
+    if queue.closed && batch.ops.is_empty() {
+        return Step::Stop;
+    }
+    if let Some(at) = retry_at {
+        return if queue.closed || now >= at {
+            Step::Take
+        } else {
+            Step::WaitForRetry(at)
+        };
+    }
+    if batch.ops.len() >= MAX_BATCH || (looked && !batch.ops.is_empty()) {
+        return Step::Take;
+    }
+    if !batch.ops.is_empty() {
+        return Step::Gather;
+    }
+    if quiet_since < LINGER {
+        Step::Look
+    } else if !gave_back {
+        Step::GiveBack
+    } else {
+        Step::Sleep
+    }
+}
+
+/// Waits for work (see `next_step`), then takes the batch. None: closed and empty.
 ///
 /// For `LINGER` after a batch the writer looks at the queue every `GATHER` on its own instead
 /// of sleeping until woken: on a busy proxy no request pays for waking it (a wake-up landed in
@@ -87,44 +147,51 @@ pub(super) fn next_batch(
 ) -> Option<Batch> {
     let mut queue = shared.queue.lock();
     let mut gave_back = false;
+    let mut looked = false;
     loop {
-        if !queue.batch.acks.is_empty() {
-            break;
-        }
-        if queue.closed && queue.batch.ops.is_empty() {
-            return None;
-        }
-        if let Some(at) = retry_at {
-            if queue.closed || Instant::now() >= at {
+        let now = Instant::now();
+        let step = next_step(
+            &queue,
+            looked,
+            retry_at,
+            now,
+            now.saturating_duration_since(*last_batch),
+            gave_back,
+        );
+        looked = false;
+        match step {
+            Step::Take => break,
+            Step::Stop => return None,
+            Step::WaitForRetry(at) => {
+                shared.wake.wait_until(&mut queue, at);
+            }
+            Step::Gather => {
+                let deadline = now + GATHER;
+                while queue.batch.acks.is_empty()
+                    && !queue.closed
+                    && queue.batch.ops.len() < MAX_BATCH
+                {
+                    if shared.wake.wait_until(&mut queue, deadline).timed_out() {
+                        break;
+                    }
+                }
                 break;
             }
-            shared.wake.wait_until(&mut queue, at);
-            continue;
-        }
-        if queue.batch.ops.len() >= MAX_BATCH {
-            break;
-        }
-        if !queue.batch.ops.is_empty() {
-            let deadline = Instant::now() + GATHER;
-            while queue.batch.acks.is_empty() && !queue.closed && queue.batch.ops.len() < MAX_BATCH
-            {
-                if shared.wake.wait_until(&mut queue, deadline).timed_out() {
-                    break;
-                }
+            Step::Look => {
+                shared.wake.wait_for(&mut queue, GATHER);
+                looked = true;
             }
-            break;
-        }
-        if last_batch.elapsed() < LINGER {
-            shared.wake.wait_for(&mut queue, GATHER);
-        } else if !gave_back {
-            // Before sleeping, this thread hands back the memory its batches freed: an idle
-            // thread never returns any by itself. The queue stays open meanwhile, so look again.
-            MutexGuard::unlocked(&mut queue, crate::allocator::give_back_freed_memory);
-            gave_back = true;
-        } else {
-            queue.idle = true;
-            shared.wake.wait(&mut queue);
-            queue.idle = false;
+            Step::GiveBack => {
+                // An idle thread never returns freed memory by itself. The queue stays open
+                // meanwhile, so look again.
+                MutexGuard::unlocked(&mut queue, crate::allocator::give_back_freed_memory);
+                gave_back = true;
+            }
+            Step::Sleep => {
+                queue.idle = true;
+                shared.wake.wait(&mut queue);
+                queue.idle = false;
+            }
         }
     }
     *last_batch = Instant::now();
@@ -139,4 +206,102 @@ pub(super) fn next_batch(
         },
     );
     Some(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue_with(ops: usize, acks: usize, closed: bool) -> Queue {
+        let mut queue = Queue {
+            closed,
+            ..Queue::default()
+        };
+        for i in 0..ops {
+            queue.batch.ops.push(Queued::behind(WriteOp::Unbind {
+                key_id: format!("k{i}"),
+            }));
+        }
+        for _ in 0..acks {
+            queue.batch.acks.push(oneshot::channel().0);
+        }
+        queue
+    }
+
+    fn step(queue: &Queue, looked: bool, quiet: Duration, gave_back: bool) -> Step {
+        next_step(queue, looked, None, Instant::now(), quiet, gave_back)
+    }
+
+    #[test]
+    fn counters_wait_for_company_once_not_twice() {
+        let queued = queue_with(1, 0, false);
+        // Found by the writer's own look: they have waited already.
+        assert_eq!(step(&queued, true, Duration::ZERO, false), Step::Take);
+        // Found on waking (or right after a commit): they get their wait now.
+        assert_eq!(step(&queued, false, Duration::ZERO, false), Step::Gather);
+        assert_eq!(
+            step(
+                &queue_with(MAX_BATCH, 0, false),
+                false,
+                Duration::ZERO,
+                false
+            ),
+            Step::Take
+        );
+    }
+
+    #[test]
+    fn a_waiting_caller_or_closing_goes_first() {
+        let now = Instant::now();
+        let due = Some(now + Duration::from_secs(1));
+        assert_eq!(
+            step(&queue_with(0, 1, false), false, Duration::ZERO, false),
+            Step::Take
+        );
+        assert_eq!(
+            next_step(
+                &queue_with(3, 1, false),
+                false,
+                due,
+                now,
+                Duration::ZERO,
+                false
+            ),
+            Step::Take
+        );
+        assert_eq!(
+            next_step(
+                &queue_with(3, 0, false),
+                true,
+                due,
+                now,
+                Duration::ZERO,
+                false
+            ),
+            Step::WaitForRetry(now + Duration::from_secs(1))
+        );
+        assert_eq!(
+            next_step(
+                &queue_with(3, 0, true),
+                false,
+                due,
+                now,
+                Duration::ZERO,
+                false
+            ),
+            Step::Take
+        );
+        assert_eq!(
+            step(&queue_with(0, 0, true), false, Duration::ZERO, false),
+            Step::Stop
+        );
+    }
+
+    #[test]
+    fn a_quiet_writer_looks_then_gives_memory_back_then_sleeps() {
+        let empty = queue_with(0, 0, false);
+        assert_eq!(step(&empty, true, LINGER / 2, false), Step::Look);
+        assert_eq!(step(&empty, true, LINGER, false), Step::GiveBack);
+        assert_eq!(step(&empty, false, LINGER, true), Step::Sleep);
+    }
 }
