@@ -306,8 +306,8 @@ impl SqliteStore {
 }
 
 /// A transaction whose `BEGIN` and `COMMIT` come from the statement cache: the writer opens
-/// one every few milliseconds all day, and rusqlite's own parses both each time (a tenth of
-/// the writer's work). Rolled back unless committed, as rusqlite's is.
+/// one every few milliseconds all day, and rusqlite's own parses both each time (~4 % of
+/// the writer's samples under load). Rolled back unless committed, as rusqlite's is.
 struct CachedTransaction<'a> {
     conn: &'a Connection,
     committed: bool,

@@ -96,12 +96,13 @@ impl KeyCache {
         if remembered.is_some() {
             return remembered;
         }
-        // Read together with the version it belongs to: a change made meanwhile gives the
-        // entry a version already out of date.
+        // Hashed before the lock is taken; read together with the version it belongs to: a
+        // change made meanwhile gives the entry a version already out of date.
+        let digest = key.digest();
         let (record, version) = {
             let map = self.by_digest.read();
             let version = self.version.load(Ordering::Acquire);
-            (map.get(&key.digest())?.clone(), version)
+            (map.get(&digest)?.clone(), version)
         };
         REMEMBERED.with(|m| {
             let memo = &mut m.borrow_mut().1;

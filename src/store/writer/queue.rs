@@ -16,7 +16,7 @@ pub(super) const MAX_BATCH: usize = 4096;
 /// under the ~10 ms a `kill -9` can lose); a change someone waits for is committed at once.
 /// Every commit also costs the requests beside it on a small box (BENCHMARKS.md, fourteenth
 /// pass), so the wait is as long as that bound allows.
-pub(super) const GATHER: Duration = Duration::from_millis(8);
+const GATHER: Duration = Duration::from_millis(8);
 
 /// How long after a batch the writer keeps looking for work by itself (see `next_batch`).
 pub(super) const LINGER: Duration = Duration::from_secs(1);
@@ -74,7 +74,7 @@ impl Shared {
 
 /// What the writer does next with the queue as it finds it.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Step {
+enum Step {
     /// Commit what is queued now.
     Take,
     /// Closed and empty.
@@ -94,7 +94,7 @@ pub(super) enum Step {
 /// The writer's waiting rules, apart from the waiting. `looked`: the writer's last wait was
 /// a `Look`, so whatever is queued has already waited up to `GATHER` and goes at once — a
 /// second wait would let a counter sit for two.
-pub(super) fn next_step(
+fn next_step(
     queue: &Queue,
     looked: bool,
     retry_at: Option<Instant>,
@@ -253,44 +253,19 @@ mod tests {
     #[test]
     fn a_waiting_caller_or_closing_goes_first() {
         let now = Instant::now();
-        let due = Some(now + Duration::from_secs(1));
+        let due = now + Duration::from_secs(1);
+        let with_retry_due =
+            |queue: &Queue, looked| next_step(queue, looked, Some(due), now, Duration::ZERO, false);
         assert_eq!(
             step(&queue_with(0, 1, false), false, Duration::ZERO, false),
             Step::Take
         );
+        assert_eq!(with_retry_due(&queue_with(3, 1, false), false), Step::Take);
         assert_eq!(
-            next_step(
-                &queue_with(3, 1, false),
-                false,
-                due,
-                now,
-                Duration::ZERO,
-                false
-            ),
-            Step::Take
+            with_retry_due(&queue_with(3, 0, false), true),
+            Step::WaitForRetry(due)
         );
-        assert_eq!(
-            next_step(
-                &queue_with(3, 0, false),
-                true,
-                due,
-                now,
-                Duration::ZERO,
-                false
-            ),
-            Step::WaitForRetry(now + Duration::from_secs(1))
-        );
-        assert_eq!(
-            next_step(
-                &queue_with(3, 0, true),
-                false,
-                due,
-                now,
-                Duration::ZERO,
-                false
-            ),
-            Step::Take
-        );
+        assert_eq!(with_retry_due(&queue_with(3, 0, true), false), Step::Take);
         assert_eq!(
             step(&queue_with(0, 0, true), false, Duration::ZERO, false),
             Step::Stop
