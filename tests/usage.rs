@@ -228,6 +228,57 @@ async fn usage_survives_kill_9() {
     );
 }
 
+/// Usage the counter log holds and SQLite does not yet (its fold an hour away) survives a
+/// kill -9: the next start takes it back from the log, and it is counted once.
+#[actix_rt::test]
+async fn usage_only_in_the_counter_log_survives_kill_9_and_counts_once() {
+    let (_mock, env) = setup(
+        "[tiers.high]\nlimits = { sonnet = 50, opus = 10 }\n\
+         [store]\nfold_counters_every = \"1h\"\n",
+    );
+    env.add_account("high", "h1");
+    let (key, id) = keygen_offline(&env, "high", &[]);
+    let mut server = TestServer::start(env);
+    for _ in 0..2 {
+        assert_eq!(server.send_model(&key, SONNET).await.status, 200);
+    }
+    let want = usage_json(2, 20, 10, 4, 6);
+    assert_totals(&server, &id, &want).await;
+    let log = server.env.db_path().with_extension("db.counters");
+    let appended = wait_until(Duration::from_secs(5), || {
+        std::fs::metadata(&log).ok().filter(|m| m.len() > 0)
+    });
+    assert!(appended.is_some(), "nothing appended to {}", log.display());
+    let db = rusqlite::Connection::open(server.env.db_path()).unwrap();
+    let on_disk = |db: &rusqlite::Connection| {
+        db.query_row(
+            "SELECT requests FROM key_usage WHERE key_id = ?1",
+            [&id],
+            |r| r.get::<_, i64>(0),
+        )
+        .ok()
+    };
+    assert_eq!(on_disk(&db), None, "the usage waits in the counter log");
+    server.kill9();
+    // With no server, the CLI reads the store itself, the log's usage included.
+    let out = run_cli(&server.env, &["keys", "show", &id, "--json"]);
+    out.assert_ok();
+    assert_eq!(
+        parse_json_objects(&out.stdout)[0]["usage"],
+        want,
+        "offline view"
+    );
+    server.start_again();
+    assert_usage_after_restart(&server, &id, &want).await;
+    assert!(server
+        .wait_for_log("counter log:", Duration::from_secs(5))
+        .is_some());
+    // A graceful stop folds it into SQLite; the next start does not count it again.
+    server.restart();
+    assert_usage_after_restart(&server, &id, &want).await;
+    assert_eq!(on_disk(&db), Some(2));
+}
+
 #[actix_rt::test]
 async fn usage_served_while_the_store_refuses_it_is_stored_once_it_takes_writes_again() {
     let (_mock, mut server, key, id) = serve();

@@ -13,6 +13,7 @@ use crate::account_files;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::Tier;
+use crate::store::counter_log::CounterLog;
 use crate::store::owner::StoreOwner;
 use crate::store::redis::RedisStore;
 use crate::store::{
@@ -221,8 +222,18 @@ struct Loaded {
 fn load_embedded(config: &Config, path: &std::path::Path) -> Result<Loaded, StartError> {
     let owner = StoreOwner::acquire(path).map_err(StartError::Other)?;
     let store = SqliteStore::open(path)?;
+    let (log, unfolded) = CounterLog::open(path, store.take_counter_log()?)?;
     let mut stored = store.load_all()?;
-    let writer = StoreWriter::start(store)?;
+    if unfolded.lines > 0 {
+        log::info!(
+            "counter log: {} counters from {} lines not yet in SQLite taken back",
+            unfolded.counters.len(),
+            unfolded.lines
+        );
+    }
+    stored.add_counters(&unfolded.counters);
+    let every = config.store.fold_counters_every.0;
+    let writer = StoreWriter::start_with_log(store, log, unfolded.counters, every)?;
     let states = build_pools(config, &stored, &writer);
     let pools = states
         .into_iter()

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::domain::{valid_account_name, Tier};
 use crate::http::admin::{key_view, KeyView};
 use crate::store::owner::StoreOwner;
-use crate::store::{KeyRecord, KeyStatus, SqliteStore, WriteOp};
+use crate::store::{counter_log, KeyRecord, KeyStatus, SqliteStore, StoredState, WriteOp};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -180,7 +180,8 @@ fn offline_views(config: &Config) -> Result<Vec<KeyView>, String> {
         return super::redis_offline::views(config);
     }
     let store = open_store(config)?;
-    let state = store.load_all().map_err(|e| e.to_string())?;
+    let mut state = store.load_all().map_err(|e| e.to_string())?;
+    add_logged_counters(config, &store, &mut state)?;
     Ok(state
         .keys
         .iter()
@@ -190,6 +191,27 @@ fn offline_views(config: &Config) -> Result<Vec<KeyView>, String> {
             key_view(k, account, usage)
         })
         .collect())
+}
+
+/// Adds the usage the counter log holds and SQLite does not yet (a server that was killed
+/// before its fold, or one that serves the file but does not answer).
+fn add_logged_counters(
+    config: &Config,
+    store: &SqliteStore,
+    state: &mut StoredState,
+) -> Result<(), String> {
+    let Some(path) = config.sqlite_path() else {
+        return Ok(());
+    };
+    let folded = store.counter_log_folded().map_err(|e| e.to_string())?;
+    let counters = counter_log::peek(&path, folded).map_err(|e| {
+        format!(
+            "cannot read {}: {e}",
+            counter_log::path_for(&path).display()
+        )
+    })?;
+    state.add_counters(&counters);
+    Ok(())
 }
 
 fn print_table(keys: &[Value]) {

@@ -95,6 +95,9 @@ pub struct StoreConfig {
     pub url: String,
     /// Prefix of every Redis key name.
     pub prefix: String,
+    /// Embedded store: how often the request counters appended to the counter log are folded
+    /// into SQLite; "0s" commits every batch instead.
+    pub fold_counters_every: HumanDuration,
 }
 
 impl Default for StoreConfig {
@@ -102,6 +105,7 @@ impl Default for StoreConfig {
         StoreConfig {
             url: "sqlite:product/claude-route.db".into(),
             prefix: "claude-route".into(),
+            fold_counters_every: HumanDuration(Duration::from_secs(1)),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! disk except for the rare changes that must be durable before they are acknowledged.
 
 pub mod backoff;
+pub mod counter_log;
 pub mod owner;
 pub mod records;
 pub mod redis;

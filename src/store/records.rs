@@ -1,7 +1,7 @@
 //! What the store keeps, as plain data.
 
 use crate::domain::{Credential, Millis, ModelFamily, Window};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ impl KeyRecord {
 }
 
 /// Token counts read from Claude's answers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub requests: u64,
     pub input_tokens: u64,
@@ -185,6 +185,39 @@ pub struct StoredState {
     pub account_usage: HashMap<(String, String), Usage>,
     pub blacklist: HashMap<(String, String), BlacklistEntry>,
     pub credentials: HashMap<(String, String), Credential>,
+}
+
+impl StoredState {
+    /// Adds counters SQLite does not hold yet (the counter log's, at start-up), as a fold
+    /// would: the window set, the usage added.
+    pub fn add_counters(&mut self, counters: &[WriteOp]) {
+        for op in counters {
+            match op {
+                WriteOp::SetWindow {
+                    key_id,
+                    family,
+                    window,
+                } => {
+                    self.windows.insert((key_id.to_string(), *family), *window);
+                }
+                WriteOp::AddKeyUsage { key_id, usage } => self
+                    .key_usage
+                    .entry(key_id.to_string())
+                    .or_default()
+                    .add(usage),
+                WriteOp::AddAccountUsage {
+                    tier,
+                    account,
+                    usage,
+                } => self
+                    .account_usage
+                    .entry((tier.to_string(), account.to_string()))
+                    .or_default()
+                    .add(usage),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// What the refresh coordinator kept across restarts.

@@ -296,13 +296,61 @@ impl SqliteStore {
         &mut self,
         ops: impl IntoIterator<Item = &'a WriteOp>,
     ) -> Result<(), StoreError> {
+        self.apply_folding(ops, None)
+    }
+
+    /// `apply`, and when `folded` is given, records in the same transaction that the counter
+    /// log's lines up to that `seq` are now in SQLite (see `counter_log`).
+    pub fn apply_folding<'a>(
+        &mut self,
+        ops: impl IntoIterator<Item = &'a WriteOp>,
+        folded: Option<u64>,
+    ) -> Result<(), StoreError> {
         let batch = CachedTransaction::begin(&self.conn)?;
         for op in ops {
             apply_one(&self.conn, op)?;
         }
+        if let Some(seq) = folded {
+            set_log_folded(&self.conn, seq)?;
+        }
         batch.commit()?;
         Ok(())
     }
+
+    /// The last counter-log line this database holds, for the serving process about to open
+    /// the log. None: it has never held one (a new or replaced database); from now on it
+    /// has, so a log started after this call is its own.
+    pub fn take_counter_log(&self) -> Result<Option<u64>, StoreError> {
+        let folded = self.counter_log_folded()?;
+        if folded.is_none() {
+            set_log_folded(&self.conn, 0)?;
+        }
+        Ok(folded)
+    }
+
+    /// The last counter-log line this database holds; None when it never held one.
+    pub fn counter_log_folded(&self) -> Result<Option<u64>, StoreError> {
+        let folded: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                [LOG_FOLDED],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(folded.map(to_u64))
+    }
+}
+
+/// `meta` row: the last counter-log `seq` folded into this database.
+const LOG_FOLDED: &str = "counter_log_folded";
+
+fn set_log_folded(conn: &Connection, seq: u64) -> rusqlite::Result<usize> {
+    exec(
+        conn,
+        "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+        params![LOG_FOLDED, to_i64(seq)],
+    )
 }
 
 /// A transaction whose `BEGIN` and `COMMIT` come from the statement cache: the writer opens
@@ -495,13 +543,13 @@ fn apply_one(tx: &Connection, op: &WriteOp) -> Result<(), StoreError> {
 }
 
 #[cfg(unix)]
-fn restrict_permissions(path: &Path) {
+pub(super) fn restrict_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 
 #[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) {}
+pub(super) fn restrict_permissions(_path: &Path) {}
 
 #[cfg(test)]
 mod tests {

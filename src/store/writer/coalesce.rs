@@ -7,15 +7,48 @@ use crate::store::records::{Usage, WriteOp};
 use foldhash::HashMap;
 use std::sync::Arc;
 
+/// Counters folded per key and account: one batch's, or (`Appended`) everything appended to
+/// the counter log since its last fold.
 #[derive(Default)]
-struct Folded {
+pub(super) struct Folded {
     windows: HashMap<(Arc<str>, ModelFamily), Window>,
     key_usage: HashMap<Arc<str>, Usage>,
     account_usage: HashMap<(Arc<str>, Arc<str>), Usage>,
 }
 
 impl Folded {
-    fn drain_into(&mut self, out: &mut Vec<Queued>) {
+    /// Folds a counter in; any other change is handed back.
+    pub fn add(&mut self, op: WriteOp) -> Option<WriteOp> {
+        match op {
+            WriteOp::SetWindow {
+                key_id,
+                family,
+                window,
+            } => {
+                self.windows.insert((key_id, family), window);
+            }
+            WriteOp::AddKeyUsage { key_id, usage } => {
+                self.key_usage.entry(key_id).or_default().add(&usage)
+            }
+            WriteOp::AddAccountUsage {
+                tier,
+                account,
+                usage,
+            } => self
+                .account_usage
+                .entry((tier, account))
+                .or_default()
+                .add(&usage),
+            other => return Some(other),
+        }
+        None
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.key_usage.is_empty() && self.account_usage.is_empty()
+    }
+
+    pub fn drain_into(&mut self, out: &mut Vec<Queued>) {
         let windows = self
             .windows
             .drain()
@@ -67,32 +100,11 @@ pub fn coalesce(ops: impl IntoIterator<Item = Queued>) -> Vec<Queued> {
             out.push(queued);
             continue;
         }
-        match queued.op {
-            WriteOp::SetWindow {
-                key_id,
-                family,
-                window,
-            } => {
-                folded.windows.insert((key_id, family), window);
+        if let Some(other) = folded.add(queued.op) {
+            if matches!(other, WriteOp::ForgetAccount { .. }) {
+                folded.drain_into(&mut out);
             }
-            WriteOp::AddKeyUsage { key_id, usage } => {
-                folded.key_usage.entry(key_id).or_default().add(&usage)
-            }
-            WriteOp::AddAccountUsage {
-                tier,
-                account,
-                usage,
-            } => folded
-                .account_usage
-                .entry((tier, account))
-                .or_default()
-                .add(&usage),
-            other => {
-                if matches!(other, WriteOp::ForgetAccount { .. }) {
-                    folded.drain_into(&mut out);
-                }
-                out.push(Queued::behind(other));
-            }
+            out.push(Queued::behind(other));
         }
     }
     folded.drain_into(&mut out);

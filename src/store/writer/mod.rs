@@ -1,20 +1,27 @@
 //! Write-behind: one thread owns the SQLite connection and commits whatever has queued up
 //! in a single transaction. Counters ride along without waiting; durable changes carry an
 //! acknowledgement that fires only after their transaction committed. When a transaction
-//! fails, its write-behind changes are held and tried again (see `held.rs`).
+//! fails, its write-behind changes are held and tried again (see `held.rs`). With a counter
+//! log, batches of counters are appended to it and folded in about once a second
+//! (`appended.rs`).
 
+mod appended;
 mod coalesce;
 mod held;
+#[cfg(test)]
+mod log_tests;
 mod queue;
 #[cfg(test)]
 mod tests;
 
+use super::counter_log::CounterLog;
 use super::{SqliteStore, StoreError, WriteOp};
+use appended::Appended;
 use coalesce::coalesce;
 use held::Held;
-use queue::{next_batch, Batch, Queued, Shared, MAX_BATCH};
+use queue::{next_batch, Batch, Due, Queued, Shared, MAX_BATCH};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Closes the queue when the last `StoreWriter` clone is dropped.
@@ -32,11 +39,28 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// Starts the writer thread; it ends when every `StoreWriter` handle is dropped.
+    /// Starts the writer thread, committing every batch; it ends when every `StoreWriter`
+    /// handle is dropped.
     pub fn start(store: SqliteStore) -> Result<StoreWriter, StoreError> {
+        StoreWriter::spawn(store, None)
+    }
+
+    /// Starts the writer thread with a counter log: batches of counters are appended to it
+    /// and folded into SQLite `every` (zero: every batch is committed). `unfolded`: what the
+    /// log held at start-up, folded by the first commit.
+    pub fn start_with_log(
+        store: SqliteStore,
+        log: CounterLog,
+        unfolded: Vec<WriteOp>,
+        every: Duration,
+    ) -> Result<StoreWriter, StoreError> {
+        StoreWriter::spawn(store, Some(Appended::new(log, unfolded, every)))
+    }
+
+    fn spawn(store: SqliteStore, appended: Option<Appended>) -> Result<StoreWriter, StoreError> {
         let shared = Arc::new(Shared::default());
         let for_thread = shared.clone();
-        crate::background::spawn_helper("store-writer", move || run(store, &for_thread))
+        crate::background::spawn_helper("store-writer", move || run(store, &for_thread, appended))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(StoreWriter {
             owner: Arc::new(Owner(shared)),
@@ -102,29 +126,60 @@ impl StoreWriter {
     }
 }
 
-fn run(mut store: SqliteStore, shared: &Shared) {
+fn run(mut store: SqliteStore, shared: &Shared, mut appended: Option<Appended>) {
     let mut held = Held::default();
     let mut last_batch = Instant::now();
-    while let Some(batch) = next_batch(shared, &mut last_batch, held.retry_at()) {
-        write_batch(&mut store, &mut held, batch);
+    loop {
+        let due = Due {
+            retry_at: held.retry_at(),
+            fold_at: appended.as_ref().and_then(Appended::fold_at),
+        };
+        let Some(batch) = next_batch(shared, &mut last_batch, due) else {
+            break;
+        };
+        write_batch(&mut store, &mut held, &mut appended, batch);
     }
-    // Closed: held changes get one last try.
-    if !held.is_empty() {
-        write_batch(&mut store, &mut held, Batch::default());
+    // Closed: held changes and counters still in the log get one last try.
+    if !held.is_empty() || appended.as_ref().is_some_and(Appended::has_pending) {
+        write_batch(&mut store, &mut held, &mut appended, Batch::default());
         held.abandon();
     }
 }
 
-/// Writes the held changes and then the batch's, in one transaction, and tells everyone
-/// waiting how it went.
-fn write_batch(store: &mut SqliteStore, held: &mut Held, batch: Batch) {
+/// Appends a batch of counters to the log, or writes the held changes, the log's counters
+/// and then the batch's in one transaction, and tells everyone waiting how it went.
+fn write_batch(
+    store: &mut SqliteStore,
+    held: &mut Held,
+    appended: &mut Option<Appended>,
+    batch: Batch,
+) {
+    // While held changes wait, every batch is committed: they go first.
+    let batch = match appended {
+        Some(log) if held.is_empty() => match log.try_append(batch) {
+            Ok(()) => return,
+            Err(batch) => batch,
+        },
+        _ => batch,
+    };
+    let logged = appended.as_mut().map(Appended::take_pending);
+    let folded = appended.as_ref().and_then(Appended::unfolded_through);
     let held_ops = held.take().into_iter().map(Queued::behind);
-    let ops = coalesce(held_ops.chain(batch.ops));
+    let ops = coalesce(
+        held_ops
+            .chain(logged.into_iter().flatten())
+            .chain(batch.ops),
+    );
     let result = store
-        .apply(ops.iter().map(|q| &q.op))
+        .apply_folding(ops.iter().map(|q| &q.op), folded)
         .map_err(|e| e.to_string());
     match &result {
-        Ok(()) => held.written(),
+        Ok(()) => {
+            held.written();
+            if let (Some(log), Some(_)) = (appended.as_mut(), folded) {
+                log.folded();
+            }
+        }
         Err(e) => {
             let changes = ops.len();
             let kept = ops.into_iter().filter(|q| !q.durable).map(|q| q.op);

@@ -91,17 +91,27 @@ enum Step {
     Sleep,
 }
 
+/// What is due at a time of its own, apart from the queue.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Due {
+    /// Changes held from a failed batch are to be tried again.
+    pub retry_at: Option<Instant>,
+    /// Counters appended to the counter log are to be folded into SQLite.
+    pub fold_at: Option<Instant>,
+}
+
 /// The writer's waiting rules, apart from the waiting. `looked`: the writer's last wait was
 /// a `Look`, so whatever is queued has already waited up to `GATHER` and goes at once — a
 /// second wait would let a counter sit for two.
 fn next_step(
     queue: &Queue,
     looked: bool,
-    retry_at: Option<Instant>,
+    due: Due,
     now: Instant,
     quiet_since: Duration,
     gave_back: bool,
 ) -> Step {
+    let Due { retry_at, fold_at } = due;
     let batch = &queue.batch;
     if !batch.acks.is_empty() {
         return Step::Take;
@@ -116,13 +126,17 @@ fn next_step(
             Step::WaitForRetry(at)
         };
     }
-    if batch.ops.len() >= MAX_BATCH || (looked && !batch.ops.is_empty()) {
+    if batch.ops.len() >= MAX_BATCH
+        || (looked && !batch.ops.is_empty())
+        || fold_at.is_some_and(|at| now >= at)
+    {
         return Step::Take;
     }
     if !batch.ops.is_empty() {
         return Step::Gather;
     }
-    if quiet_since < LINGER {
+    // Counters waiting in the counter log keep the writer looking until their fold.
+    if quiet_since < LINGER || fold_at.is_some() {
         Step::Look
     } else if !gave_back {
         Step::GiveBack
@@ -137,14 +151,11 @@ fn next_step(
 /// of sleeping until woken: on a busy proxy no request pays for waking it (a wake-up landed in
 /// the middle of the next request, and on two cores cost it tens of microseconds).
 ///
-/// `retry_at`: changes held from a failed batch are due then. Until that time only someone
-/// waiting for an acknowledgement (or closing) starts a batch, so a full disk is not retried
-/// in a tight loop while callers who wait still get an answer at once.
-pub(super) fn next_batch(
-    shared: &Shared,
-    last_batch: &mut Instant,
-    retry_at: Option<Instant>,
-) -> Option<Batch> {
+/// `due.fold_at`: counters in the counter log are due then; until then the writer keeps looking
+/// instead of sleeping. `due.retry_at`: changes held from a failed batch are due then. Until
+/// that time only someone waiting for an acknowledgement (or closing) starts a batch, so a
+/// full disk is not retried in a tight loop while callers who wait still get an answer at once.
+pub(super) fn next_batch(shared: &Shared, last_batch: &mut Instant, due: Due) -> Option<Batch> {
     let mut queue = shared.queue.lock();
     let mut gave_back = false;
     let mut looked = false;
@@ -153,7 +164,7 @@ pub(super) fn next_batch(
         let step = next_step(
             &queue,
             looked,
-            retry_at,
+            due,
             now,
             now.saturating_duration_since(*last_batch),
             gave_back,
@@ -229,7 +240,14 @@ mod tests {
     }
 
     fn step(queue: &Queue, looked: bool, quiet: Duration, gave_back: bool) -> Step {
-        next_step(queue, looked, None, Instant::now(), quiet, gave_back)
+        next_step(
+            queue,
+            looked,
+            Due::default(),
+            Instant::now(),
+            quiet,
+            gave_back,
+        )
     }
 
     #[test]
@@ -254,8 +272,12 @@ mod tests {
     fn a_waiting_caller_or_closing_goes_first() {
         let now = Instant::now();
         let due = now + Duration::from_secs(1);
+        let retry = Due {
+            retry_at: Some(due),
+            fold_at: None,
+        };
         let with_retry_due =
-            |queue: &Queue, looked| next_step(queue, looked, Some(due), now, Duration::ZERO, false);
+            |queue: &Queue, looked| next_step(queue, looked, retry, now, Duration::ZERO, false);
         assert_eq!(
             step(&queue_with(0, 1, false), false, Duration::ZERO, false),
             Step::Take
@@ -269,6 +291,26 @@ mod tests {
         assert_eq!(
             step(&queue_with(0, 0, true), false, Duration::ZERO, false),
             Step::Stop
+        );
+    }
+
+    #[test]
+    fn counters_in_the_log_keep_the_writer_looking_until_their_fold() {
+        let now = Instant::now();
+        let empty = queue_with(0, 0, false);
+        let fold_at = |at| Due {
+            retry_at: None,
+            fold_at: Some(at),
+        };
+        let later = fold_at(now + Duration::from_secs(1));
+        assert_eq!(
+            next_step(&empty, true, later, now, LINGER * 2, true),
+            Step::Look,
+            "never asleep with counters waiting"
+        );
+        assert_eq!(
+            next_step(&empty, true, fold_at(now), now, Duration::ZERO, false),
+            Step::Take
         );
     }
 

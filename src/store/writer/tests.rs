@@ -16,7 +16,7 @@ fn key(id: &str) -> KeyRecord {
     k
 }
 
-fn stored(path: &Path) -> StoredState {
+pub(super) fn stored(path: &Path) -> StoredState {
     SqliteStore::open(path)
         .expect("reopen")
         .load_all()
@@ -127,7 +127,7 @@ impl Refusal {
     }
 }
 
-fn served(key_id: &str, input_tokens: u64) -> WriteOp {
+pub(super) fn served(key_id: &str, input_tokens: u64) -> WriteOp {
     WriteOp::AddKeyUsage {
         key_id: key_id.into(),
         usage: Usage {
@@ -138,7 +138,7 @@ fn served(key_id: &str, input_tokens: u64) -> WriteOp {
     }
 }
 
-fn window(key_id: &str, count: u32) -> WriteOp {
+pub(super) fn window(key_id: &str, count: u32) -> WriteOp {
     WriteOp::SetWindow {
         key_id: key_id.into(),
         family: ModelFamily::Sonnet,
