@@ -244,7 +244,7 @@ async fn usage_only_in_the_counter_log_survives_kill_9_and_counts_once() {
     }
     let want = usage_json(2, 20, 10, 4, 6);
     assert_totals(&server, &id, &want).await;
-    let log = server.env.db_path().with_extension("db.counters");
+    let log = claude_route::store::counter_log::path_for(&server.env.db_path());
     let appended = wait_until(Duration::from_secs(5), || {
         std::fs::metadata(&log).ok().filter(|m| m.len() > 0)
     });

@@ -176,12 +176,12 @@ fn keygen_offline(config: &Config, tier: &Tier, args: KeygenArgs) -> Result<(), 
 }
 
 fn offline_views(config: &Config) -> Result<Vec<KeyView>, String> {
-    if config.sqlite_path().is_none() {
+    let Some(path) = config.sqlite_path() else {
         return super::redis_offline::views(config);
-    }
+    };
     let store = open_store(config)?;
     let mut state = store.load_all().map_err(|e| e.to_string())?;
-    add_logged_counters(config, &store, &mut state)?;
+    add_logged_counters(&path, &store, &mut state)?;
     Ok(state
         .keys
         .iter()
@@ -196,20 +196,13 @@ fn offline_views(config: &Config) -> Result<Vec<KeyView>, String> {
 /// Adds the usage the counter log holds and SQLite does not yet (a server that was killed
 /// before its fold, or one that serves the file but does not answer).
 fn add_logged_counters(
-    config: &Config,
+    db: &std::path::Path,
     store: &SqliteStore,
     state: &mut StoredState,
 ) -> Result<(), String> {
-    let Some(path) = config.sqlite_path() else {
-        return Ok(());
-    };
     let folded = store.counter_log_folded().map_err(|e| e.to_string())?;
-    let counters = counter_log::peek(&path, folded).map_err(|e| {
-        format!(
-            "cannot read {}: {e}",
-            counter_log::path_for(&path).display()
-        )
-    })?;
+    let counters = counter_log::peek(db, folded)
+        .map_err(|e| format!("cannot read {}: {e}", counter_log::path_for(db).display()))?;
     state.add_counters(&counters);
     Ok(())
 }

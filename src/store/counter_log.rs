@@ -206,8 +206,8 @@ impl CounterLog {
     }
 
     /// Appends one batch of counters as one line (any other change is left out: the caller
-    /// appends counters only). On failure the
-    /// file is cut back to what it was, so a half-written line never sits before later ones.
+    /// appends counters only). On failure the file is cut back to what it was, so a
+    /// half-written line never sits before later ones.
     pub fn append<'a>(
         &mut self,
         ops: impl IntoIterator<Item = &'a WriteOp>,

@@ -219,15 +219,7 @@ impl SqliteStore {
                 },
             );
         }
-        let meta = |name: &str| -> Result<i64, StoreError> {
-            Ok(self
-                .conn
-                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .unwrap_or(0))
-        };
+        let meta = |name| Ok::<_, StoreError>(read_meta(&self.conn, name)?.unwrap_or(0));
         Ok(SavedRefresh {
             records,
             timers: (meta("refresh_lock_until")?, meta("refresh_paused_until")?),
@@ -330,15 +322,7 @@ impl SqliteStore {
 
     /// The last counter-log line this database holds; None when it never held one.
     pub fn counter_log_folded(&self) -> Result<Option<u64>, StoreError> {
-        let folded: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE name = ?1",
-                [LOG_FOLDED],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(folded.map(to_u64))
+        Ok(read_meta(&self.conn, LOG_FOLDED)?.map(to_u64))
     }
 }
 
@@ -346,10 +330,22 @@ impl SqliteStore {
 const LOG_FOLDED: &str = "counter_log_folded";
 
 fn set_log_folded(conn: &Connection, seq: u64) -> rusqlite::Result<usize> {
+    set_meta(conn, LOG_FOLDED, to_i64(seq))
+}
+
+/// One named number of the `meta` table; None when it was never set.
+fn read_meta(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+fn set_meta(conn: &Connection, name: &str, value: i64) -> rusqlite::Result<usize> {
     exec(
         conn,
         "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
-        params![LOG_FOLDED, to_i64(seq)],
+        params![name, value],
     )
 }
 
@@ -516,11 +512,7 @@ fn apply_one(tx: &Connection, op: &WriteOp) -> Result<(), StoreError> {
                 ("refresh_lock_until", lock_until),
                 ("refresh_paused_until", paused_until),
             ] {
-                exec(
-                    tx,
-                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
-                    params![name, value],
-                )?;
+                set_meta(tx, name, *value)?;
             }
         }
         WriteOp::ForgetAccount { tier, account } => {
