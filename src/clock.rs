@@ -12,6 +12,34 @@ pub fn now_ms() -> Millis {
     }
 }
 
+/// A clock the kernel keeps at its last tick (a few milliseconds behind at most), read
+/// without asking the hardware: for what is measured in seconds — how long a connection sat
+/// idle, a log line's stamp — where reading the exact clock was a measurable part of a
+/// request on a virtual machine.
+fn coarse(clock: libc::clockid_t) -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; both clocks exist on every Linux since 2.6.32.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
+    std::time::Duration::new(secs, nanos)
+}
+
+/// Time since some fixed point (boot), at tick precision; never goes back.
+pub fn coarse_monotonic() -> std::time::Duration {
+    coarse(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// Seconds since the Unix epoch, at tick precision.
+pub fn coarse_unix_secs() -> u64 {
+    coarse(libc::CLOCK_REALTIME_COARSE).as_secs()
+}
+
 /// RFC 3339 text of a millisecond timestamp, as headers and tables show it.
 pub fn rfc3339(ms: Millis) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -79,6 +107,18 @@ mod tests {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_coarse_clocks_follow_the_exact_ones() {
+        let exact = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // A tick behind at most: the same second, or a neighbour when one began meanwhile.
+        assert!((exact - 1..=exact + 1).contains(&coarse_unix_secs()));
+        let first = coarse_monotonic();
+        let later = coarse_monotonic();
+        assert!(first > std::time::Duration::ZERO && later >= first);
     }
 
     #[test]

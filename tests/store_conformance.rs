@@ -170,7 +170,7 @@ impl Store {
         );
         if let Some(writer) = &self.writer {
             writer
-                .write_durable(vec![WriteOp::InsertKey(record.clone())])
+                .write_durable(vec![WriteOp::InsertKey(Box::new(record.clone()))])
                 .await
                 .expect("store the key in SQLite");
         }

@@ -104,7 +104,7 @@ fn build_pools(
             writer.write(WriteOp::SetCredential {
                 tier: place.0.clone(),
                 account: place.1.clone(),
-                credential: credential.clone(),
+                credential: Box::new(credential.clone()),
             });
         }
         pool.add_account(&place.1, restored_slot(stored, &place, credential));

@@ -4,7 +4,6 @@
 use log::Record;
 use std::cell::RefCell;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 thread_local! {
     /// The current second, formatted once per second per thread.
@@ -20,9 +19,7 @@ fn formatted(secs: u64) -> String {
 }
 
 fn stamp_into(out: &mut Vec<u8>) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = crate::clock::coarse_unix_secs();
     let cached = STAMP
         .try_with(|cell| {
             let Ok(mut stamp) = cell.try_borrow_mut() else {

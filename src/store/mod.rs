@@ -73,7 +73,7 @@ impl Backend {
                     .write_durable(vec![WriteOp::SetCredential {
                         tier: tier.to_string(),
                         account: account.to_string(),
-                        credential: credential.clone(),
+                        credential: Box::new(credential.clone()),
                     }])
                     .await
             }
@@ -91,7 +91,7 @@ impl Backend {
         match self {
             Backend::Embedded(writer) => {
                 writer
-                    .write_durable(vec![WriteOp::InsertKey(record.clone())])
+                    .write_durable(vec![WriteOp::InsertKey(Box::new(record.clone()))])
                     .await
             }
             Backend::Redis(store) => store.insert_key(record).await,

@@ -85,9 +85,11 @@ pub struct BlacklistEntry {
 /// One change for the writer. A batch of them is one transaction: a failed batch wrote
 /// nothing, so writing its changes again (usage additions included) counts nothing twice.
 /// The changes every request makes share their names (`Arc<str>`) with the pool's memory.
+/// The rare large ones are boxed: every request moves its three counters through the
+/// pool's lock, the writer's queue and its batch, at the size of the largest variant.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    InsertKey(KeyRecord),
+    InsertKey(Box<KeyRecord>),
     SetKeyStatus {
         id: String,
         status: KeyStatus,
@@ -126,7 +128,7 @@ pub enum WriteOp {
     SetCredential {
         tier: String,
         account: String,
-        credential: Credential,
+        credential: Box<Credential>,
     },
     ForgetAccount {
         tier: String,
@@ -135,7 +137,7 @@ pub enum WriteOp {
     SetRefreshState {
         tier: String,
         account: String,
-        state: RefreshRecord,
+        state: Box<RefreshRecord>,
     },
     /// Global refresh timers: the success lock and a token-endpoint pause.
     SetRefreshTimers {
@@ -252,5 +254,20 @@ impl KeyRecord {
             note,
         };
         (key, record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_counter_is_not_moved_at_the_size_of_a_key_record() {
+        let size = std::mem::size_of::<WriteOp>();
+        let counter = std::mem::size_of::<Usage>() + 2 * std::mem::size_of::<Arc<str>>();
+        assert!(
+            size <= counter + 8,
+            "WriteOp is {size} bytes, its largest counter {counter}: box the variant that grew it"
+        );
     }
 }

@@ -278,7 +278,7 @@ impl SqliteStore {
                 },
             )?;
         }
-        apply_one(&tx, &WriteOp::InsertKey(record.clone()))?;
+        apply_one(&tx, &WriteOp::InsertKey(Box::new(record.clone())))?;
         tx.commit()?;
         Ok(Ok(()))
     }

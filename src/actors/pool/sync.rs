@@ -36,7 +36,7 @@ impl PoolState {
                     ops.push(WriteOp::SetCredential {
                         tier: self.tier.name.clone(),
                         account: name.clone(),
-                        credential: file_credential.clone(),
+                        credential: Box::new(file_credential.clone()),
                     });
                     self.accounts
                         .insert(name.clone(), AccountSlot::new(file_credential));
@@ -47,7 +47,7 @@ impl PoolState {
                     ops.push(WriteOp::SetCredential {
                         tier: self.tier.name.clone(),
                         account: name.clone(),
-                        credential: file_credential,
+                        credential: Box::new(file_credential),
                     });
                     delta.updated.push(name);
                 }

@@ -88,7 +88,7 @@ fn a_change_that_is_not_a_counter_is_committed_with_the_logged_counters() {
     wait_until("the append", || log_len(&path) > 0);
     let mut key = KeyRecord::mint("supreme", None, None, String::new(), 0).1;
     key.id = "k".into();
-    writer.write(WriteOp::InsertKey(key));
+    writer.write(WriteOp::InsertKey(Box::new(key)));
     wait_until("the key", || stored(&path).keys.len() == 1);
     assert_eq!(on_disk(&path), Some((1, 10)), "in the same commit");
     assert_eq!(log_len(&path), 0);

@@ -28,7 +28,7 @@ async fn flush_commits_everything_queued_before_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (writer, path) = writer_on(dir.path());
     for i in 0..10 {
-        writer.write(WriteOp::InsertKey(key(&format!("k{i}"))));
+        writer.write(WriteOp::InsertKey(Box::new(key(&format!("k{i}")))));
     }
     writer.flush().await.expect("flush");
     let stored = stored(&path);
@@ -54,11 +54,11 @@ fn counters_reach_disk_whether_the_writer_lingers_or_sleeps() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (writer, path) = writer_on(dir.path());
     // Right after start the writer looks for work by itself.
-    writer.write(WriteOp::InsertKey(key("lingering")));
+    writer.write(WriteOp::InsertKey(Box::new(key("lingering"))));
     wait_for_keys(&path, 1);
     // Quiet for longer than LINGER: it sleeps until the next write wakes it.
     std::thread::sleep(queue::LINGER + Duration::from_millis(300));
-    writer.write(WriteOp::InsertKey(key("woken")));
+    writer.write(WriteOp::InsertKey(Box::new(key("woken"))));
     wait_for_keys(&path, 2);
 }
 
@@ -88,7 +88,7 @@ fn changes_queued_together_wake_a_sleeping_writer_and_keep_their_order() {
 fn dropping_the_last_handle_commits_what_is_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (writer, path) = writer_on(dir.path());
-    writer.write(WriteOp::InsertKey(key("last")));
+    writer.write(WriteOp::InsertKey(Box::new(key("last"))));
     drop(writer);
     wait_for_keys(&path, 1);
 }
@@ -204,7 +204,7 @@ async fn a_durable_change_whose_caller_was_told_it_failed_is_never_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (writer, path, refusal) = refused_after_one_request(dir.path());
     // Its batch carries the refused usage, or the held usage comes along: either way it fails.
-    let refused = writer.write_durable(vec![WriteOp::InsertKey(key("refused"))]);
+    let refused = writer.write_durable(vec![WriteOp::InsertKey(Box::new(key("refused")))]);
     assert!(refused.await.is_err(), "the key's batch failed");
     refusal.allow();
     writer
@@ -220,7 +220,7 @@ async fn a_durable_change_whose_caller_was_told_it_failed_is_never_written() {
     );
     // A durable change after the outage is written as ever.
     writer
-        .write_durable(vec![WriteOp::InsertKey(key("later"))])
+        .write_durable(vec![WriteOp::InsertKey(Box::new(key("later")))])
         .await
         .expect("durable write");
     assert!(stored(&path).keys.iter().any(|k| k.id == "later"));

@@ -4,9 +4,10 @@
 //! lasting trail of sockets and buffers.
 
 use super::conn::Conn;
+use crate::clock::coarse_monotonic;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const KEEP_IDLE: Duration = Duration::from_secs(15);
 const MAX_IDLE: usize = 512;
@@ -14,7 +15,8 @@ const MAX_IDLE: usize = 512;
 struct Idle {
     origin: Arc<str>,
     conn: Conn,
-    since: Instant,
+    /// `coarse_monotonic` when it was put back.
+    since: Duration,
 }
 
 thread_local! {
@@ -25,10 +27,10 @@ thread_local! {
 /// Drops the connections idle for `KEEP_IDLE` or longer; how many it dropped. They sit
 /// at the front: `put` appends, and `take` removes without reordering.
 fn drop_expired(idle: &mut Vec<Idle>) -> usize {
-    let now = Instant::now();
+    let now = coarse_monotonic();
     let expired = idle
         .iter()
-        .take_while(|i| now.duration_since(i.since) >= KEEP_IDLE)
+        .take_while(|i| now.saturating_sub(i.since) >= KEEP_IDLE)
         .count();
     idle.drain(..expired);
     expired
@@ -62,7 +64,7 @@ pub fn put(origin: &Arc<str>, mut conn: Conn) {
         idle.push(Idle {
             origin: origin.clone(),
             conn,
-            since: Instant::now(),
+            since: coarse_monotonic(),
         });
     });
 }

@@ -271,7 +271,7 @@ impl RefreshCoordinator {
             writer.write(WriteOp::SetRefreshState {
                 tier: id.0.clone(),
                 account: id.1.clone(),
-                state: plan.record.clone(),
+                state: Box::new(plan.record.clone()),
             });
         }
     }
