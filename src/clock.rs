@@ -1,5 +1,6 @@
-//! The one clock: wall time in milliseconds. Tests scale durations through config instead
-//! of faking time, so this stays a plain read of the system clock.
+//! The clocks: wall time in milliseconds, and coarse clocks for what is measured in seconds.
+//! Tests scale durations through config instead of faking time, so these stay plain reads of
+//! the system's clocks.
 
 use crate::domain::Millis;
 

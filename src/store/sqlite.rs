@@ -278,7 +278,7 @@ impl SqliteStore {
                 },
             )?;
         }
-        apply_one(&tx, &WriteOp::InsertKey(Box::new(record.clone())))?;
+        insert_key_row(&tx, record)?;
         tx.commit()?;
         Ok(Ok(()))
     }
@@ -389,14 +389,28 @@ fn exec(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::
     tx.prepare_cached(sql)?.execute(params)
 }
 
+fn insert_key_row(tx: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
+    exec(
+        tx,
+        &format!("INSERT OR REPLACE INTO keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
+        params![
+            k.id,
+            k.digest,
+            k.prefix,
+            k.tier,
+            k.created,
+            k.expires,
+            k.status.as_str(),
+            k.fixed_account,
+            k.note
+        ],
+    )
+}
+
 fn apply_one(tx: &Connection, op: &WriteOp) -> Result<(), StoreError> {
     match op {
         WriteOp::InsertKey(k) => {
-            exec(
-                tx,
-                &format!("INSERT OR REPLACE INTO keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
-                params![k.id, k.digest, k.prefix, k.tier, k.created, k.expires, k.status.as_str(), k.fixed_account, k.note],
-            )?;
+            insert_key_row(tx, k)?;
         }
         WriteOp::SetKeyStatus { id, status } => {
             exec(
