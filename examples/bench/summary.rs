@@ -44,6 +44,12 @@ pub struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The stack floor's column: what claude-route costs beyond the HTTP stack it is built on,
+    /// the part its own code can change.
+    fn floor(&self) -> Option<usize> {
+        self.names.iter().position(|n| *n == "stack floor")
+    }
+
     fn added(&self, i: usize, a: u64, b: u64) -> String {
         if i == 0 {
             "-".into()
@@ -95,6 +101,7 @@ impl Run<'_> {
                     format!("{:.0}", self.tp[i].rps),
                     r(Some(0)),
                     r(self.nginx),
+                    r(self.floor()),
                     format!("{:.1}", self.tp[i].cpu_us_per_req),
                     format!("{:.1}", self.tp[i].kernel_us_per_req),
                     self.tp[i].errors.to_string(),
@@ -111,6 +118,7 @@ impl Run<'_> {
                 "req/s",
                 "x direct",
                 "x nginx",
+                "x floor",
                 "own CPU µs/req",
                 "of it kernel",
                 "errors",
@@ -315,6 +323,7 @@ impl Run<'_> {
                 })),
                 "ratio_to_direct": ratio(self.tp[p].rps, self.tp[0].rps),
                 "ratio_to_nginx": self.tp_vs_nginx(),
+                "ratio_to_floor": self.floor().and_then(|f| ratio(self.tp[p].rps, self.tp[f].rps)),
             },
             "streaming": {
                 "deltas": a.stream_deltas, "interval_ms": a.stream_interval_ms,
