@@ -106,6 +106,7 @@ fn run(args: Args) -> Res<()> {
     load::set_shape(args.body_kb, &args.user_agent);
     let nproc = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = args.client_threads.unwrap_or(nproc).max(1);
+    let workers = args.workers.unwrap_or(nproc).max(1);
     let machine = procs::machine();
     let loadavg = procs::loadavg();
     if loadavg >= 0.5 {
@@ -140,8 +141,8 @@ fn run(args: Args) -> Res<()> {
     if args.keep_dir {
         println!("keeping {}", tmp.path().display());
     }
-    let (mock, mock_addr) = procs::start_mock(&mock_bin, nproc)?;
-    println!("mock upstream  http://{mock_addr} ({nproc} workers)");
+    let (mock, mock_addr) = procs::start_mock(&mock_bin, workers)?;
+    println!("mock upstream  http://{mock_addr} ({workers} workers)");
 
     let nginx = match (args.no_nginx, procs::find_nginx()) {
         (true, _) => {
@@ -155,9 +156,9 @@ fn run(args: Args) -> Res<()> {
         (false, Some(bin)) => {
             let dir = tmp.path().join("nginx");
             std::fs::create_dir_all(&dir)?;
-            let (proc, addr) = procs::start_nginx(&bin, &dir, mock_addr, nproc)?;
+            let (proc, addr) = procs::start_nginx(&bin, &dir, mock_addr, workers)?;
             println!(
-                "nginx          http://{addr} ({nproc} workers, {})",
+                "nginx          http://{addr} ({workers} workers, {})",
                 bin.display()
             );
             Some((proc, addr))
@@ -168,17 +169,22 @@ fn run(args: Args) -> Res<()> {
         println!("stack floor: skipped (--no-floor)");
         None
     } else {
-        let (proc, addr) = procs::start_floor(&floor_bin, mock_addr, nproc)?;
-        println!("stack floor    http://{addr} (bare actix-web + upstream::h1 forwarder, {nproc} workers)");
+        let (proc, addr) = procs::start_floor(&floor_bin, mock_addr, workers)?;
+        println!("stack floor    http://{addr} (bare actix-web + upstream::h1 forwarder, {workers} workers)");
         Some((proc, addr))
     };
 
-    let settings = (args.accounts, args.keys, args.proxy_log.as_str());
+    let settings = procs::ProxySettings {
+        accounts: args.accounts,
+        keys: args.keys,
+        rust_log: &args.proxy_log,
+        workers,
+    };
     let home = tmp.path().join("claude-route");
     let (proxy, proxy_addr, proxy_log, keys) =
-        procs::launch_proxy(&proxy_bin, &home, mock_addr, settings, None)?;
+        procs::launch_proxy(&proxy_bin, &home, mock_addr, &settings, None)?;
     println!(
-        "claude-route   http://{proxy_addr} (SQLite store, RUST_LOG={}, {} accounts, {} keys)",
+        "claude-route   http://{proxy_addr} (SQLite store, RUST_LOG={}, {workers} workers, {} accounts, {} keys)",
         args.proxy_log,
         args.accounts,
         keys.len()
@@ -196,7 +202,7 @@ fn run(args: Args) -> Res<()> {
         }
         Some(url) => {
             let home = tmp.path().join("claude-route-redis");
-            let launched = procs::launch_proxy(&proxy_bin, &home, mock_addr, settings, Some(url))?;
+            let launched = procs::launch_proxy(&proxy_bin, &home, mock_addr, &settings, Some(url))?;
             println!("claude-route   http://{} (Redis store {url})", launched.1);
             Some(launched)
         }
@@ -205,7 +211,7 @@ fn run(args: Args) -> Res<()> {
         None => None,
         Some(bin) => {
             let home = tmp.path().join("claude-route-other");
-            let launched = procs::launch_proxy(bin, &home, mock_addr, settings, None)?;
+            let launched = procs::launch_proxy(bin, &home, mock_addr, &settings, None)?;
             println!("other build    http://{} ({})", launched.1, bin.display());
             Some(launched)
         }
@@ -433,6 +439,7 @@ fn run(args: Args) -> Res<()> {
         machine,
         redis: redis_choice.note.clone(),
         client: format!("raw tokio TCP, hand-written HTTP/1.1 keep-alive, {threads} threads"),
+        workers,
         names: targets.iter().map(|t| t.name).collect(),
         proxy: proxy_i,
         nginx: nginx_i,

@@ -64,6 +64,10 @@ pub struct Args {
     /// Load generator threads (default: nproc).
     #[arg(long)]
     pub client_threads: Option<usize>,
+    /// Workers of every server: the mock, nginx, the stack floor and claude-route (default:
+    /// nproc). With 1, nothing a request touches is shared between two serving threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Skip nginx even when installed.
     #[arg(long)]
     pub no_nginx: bool,

@@ -198,7 +198,7 @@ http {{
 pub fn write_proxy_config(
     dir: &Path,
     upstream: SocketAddr,
-    accounts: usize,
+    (accounts, workers): (usize, usize),
     store: Option<&str>,
 ) -> Res<PathBuf> {
     let account_dir = dir.join("account");
@@ -226,6 +226,7 @@ pub fn write_proxy_config(
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:0"
+workers = {workers}
 
 [store]
 {store}
@@ -328,17 +329,25 @@ pub fn start_proxy(
     }
 }
 
+/// How every claude-route of a run is set up.
+pub struct ProxySettings<'a> {
+    pub accounts: usize,
+    pub keys: usize,
+    pub rust_log: &'a str,
+    pub workers: usize,
+}
+
 /// A configured claude-route home with `keys` keys, serving: (process, address, log, keys).
 pub fn launch_proxy(
     bin: &Path,
     home: &Path,
     upstream: SocketAddr,
-    (accounts, keys, rust_log): (usize, usize, &str),
+    settings: &ProxySettings,
     store: Option<&str>,
 ) -> Res<(Proc, SocketAddr, PathBuf, Vec<String>)> {
-    let config = write_proxy_config(home, upstream, accounts, store)?;
-    let (proc, addr, log) = start_proxy(bin, &config, home, rust_log)?;
-    let keys = (0..keys.max(1))
+    let config = write_proxy_config(home, upstream, (settings.accounts, settings.workers), store)?;
+    let (proc, addr, log) = start_proxy(bin, &config, home, settings.rust_log)?;
+    let keys = (0..settings.keys.max(1))
         .map(|_| keygen(bin, &config, addr))
         .collect::<Res<Vec<_>>>()?;
     Ok((proc, addr, log, keys))

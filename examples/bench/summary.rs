@@ -20,6 +20,8 @@ pub struct Run<'a> {
     /// Which Redis the "claude-route+redis" target ran on, or why it was skipped.
     pub redis: String,
     pub client: String,
+    /// Workers of every server.
+    pub workers: usize,
     pub names: Vec<&'static str>,
     pub proxy: usize,
     pub nginx: Option<usize>,
@@ -297,6 +299,7 @@ impl Run<'_> {
             "machine": self.machine,
             "quick": a.quick,
             "client": self.client,
+            "workers": self.workers,
             "claude_route_rust_log": a.proxy_log,
             "request_body_kb": a.body_kb,
             "user_agent": a.user_agent,
