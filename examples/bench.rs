@@ -259,7 +259,6 @@ fn run(args: Args) -> Res<()> {
             keys: keys.clone(),
         });
     }
-    let nginx_i = nginx.as_ref().map(|_| 1);
     let pids: Vec<u32> = targets
         .iter()
         .map(|t| match t.name {
@@ -442,7 +441,6 @@ fn run(args: Args) -> Res<()> {
         workers,
         names: targets.iter().map(|t| t.name).collect(),
         proxy: proxy_i,
-        nginx: nginx_i,
         steps,
         lat: lat_sum,
         lat_errors: lat.iter().map(|(_, e)| *e).collect(),

@@ -198,14 +198,14 @@ http {{
 pub fn write_proxy_config(
     dir: &Path,
     upstream: SocketAddr,
-    (accounts, workers): (usize, usize),
+    settings: &ProxySettings,
     store: Option<&str>,
 ) -> Res<PathBuf> {
     let account_dir = dir.join("account");
     std::fs::create_dir_all(account_dir.join("supreme"))?;
     std::fs::create_dir_all(dir.join("product"))?;
     let expires = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 10 * 3600 * 1000;
-    for i in 0..accounts.max(1) {
+    for i in 0..settings.accounts.max(1) {
         std::fs::write(
             account_dir.join("supreme").join(format!("bench{i}.json")),
             format!(
@@ -246,6 +246,7 @@ slots = 1000
 limits = {{ opus = 100000000, sonnet = 100000000 }}
 "#,
         accounts = account_dir.display(),
+        workers = settings.workers,
     );
     let path = dir.join("claude-route.toml");
     std::fs::write(&path, config)?;
@@ -345,7 +346,7 @@ pub fn launch_proxy(
     settings: &ProxySettings,
     store: Option<&str>,
 ) -> Res<(Proc, SocketAddr, PathBuf, Vec<String>)> {
-    let config = write_proxy_config(home, upstream, (settings.accounts, settings.workers), store)?;
+    let config = write_proxy_config(home, upstream, settings, store)?;
     let (proc, addr, log) = start_proxy(bin, &config, home, settings.rust_log)?;
     let keys = (0..settings.keys.max(1))
         .map(|_| keygen(bin, &config, addr))

@@ -24,7 +24,6 @@ pub struct Run<'a> {
     pub workers: usize,
     pub names: Vec<&'static str>,
     pub proxy: usize,
-    pub nginx: Option<usize>,
     pub steps: Vec<usize>,
     pub lat: Vec<Summary>,
     pub lat_errors: Vec<usize>,
@@ -46,10 +45,19 @@ pub struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The column of a target, when it ran.
+    fn column(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| *n == name)
+    }
+
+    fn nginx(&self) -> Option<usize> {
+        self.column("nginx")
+    }
+
     /// The stack floor's column: what claude-route costs beyond the HTTP stack it is built on,
     /// the part its own code can change.
     fn floor(&self) -> Option<usize> {
-        self.names.iter().position(|n| *n == "stack floor")
+        self.column("stack floor")
     }
 
     fn added(&self, i: usize, a: u64, b: u64) -> String {
@@ -102,7 +110,7 @@ impl Run<'_> {
                     self.names[i].to_string(),
                     format!("{:.0}", self.tp[i].rps),
                     r(Some(0)),
-                    r(self.nginx),
+                    r(self.nginx()),
                     r(self.floor()),
                     format!("{:.1}", self.tp[i].cpu_us_per_req),
                     format!("{:.1}", self.tp[i].kernel_us_per_req),
@@ -212,7 +220,7 @@ impl Run<'_> {
     }
 
     fn tp_vs_nginx(&self) -> Option<f64> {
-        self.nginx
+        self.nginx()
             .and_then(|n| ratio(self.tp[self.proxy].rps, self.tp[n].rps))
     }
 
@@ -303,7 +311,7 @@ impl Run<'_> {
             "claude_route_rust_log": a.proxy_log,
             "request_body_kb": a.body_kb,
             "user_agent": a.user_agent,
-            "nginx": self.nginx.is_some(),
+            "nginx": self.nginx().is_some(),
             "redis": self.redis,
             "load_seconds": self.load_secs.round(),
             "latency": {
