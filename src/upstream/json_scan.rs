@@ -232,9 +232,7 @@ pub(crate) mod tests {
         ) {
             let object = Value::Object(fields.into_iter().collect());
             let text = serde_json::to_vec_pretty(&object).expect("serialize");
-            // Both sides read through serde (its float parsing is not exact round-trip).
-            let reparsed: Value = serde_json::from_slice(&text).expect("parse");
-            let want = reparsed.get("usage").cloned();
+            let want = object.get("usage").cloned();
             let got = top_level_field(&text, "usage")
                 .map(|raw| serde_json::from_slice::<Value>(raw).expect("a JSON value"));
             prop_assert_eq!(got, want);
