@@ -1,6 +1,7 @@
 //! The HTTP surface: route table and server start-up.
 
 pub mod admin;
+mod after_send;
 pub mod body;
 mod body_scan;
 pub mod error;

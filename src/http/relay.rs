@@ -26,8 +26,8 @@ impl SettleTicket {
     /// A served answer: reading the usage and settling wait until the worker has sent the
     /// last bytes, so the client is not kept waiting for our bookkeeping. Only from inside a
     /// worker's task set (a handler, or a body the worker polls).
-    pub fn settle_after_send(self, mut usage: UsageReader) {
-        actix_rt::spawn(async move { self.settle(Outcome::Served(usage.finish())) });
+    pub fn settle_after_send(self, usage: UsageReader) {
+        super::after_send::settle_after_send(self, usage);
     }
 
     pub fn settle(self, outcome: Outcome) {
