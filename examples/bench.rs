@@ -184,10 +184,11 @@ fn run(args: Args) -> Res<()> {
     let (proxy, proxy_addr, proxy_log, keys) =
         procs::launch_proxy(&proxy_bin, &home, mock_addr, &settings, None)?;
     println!(
-        "claude-route   http://{proxy_addr} (SQLite store, RUST_LOG={}, {workers} workers, {} accounts, {} keys)",
+        "claude-route   http://{proxy_addr} (SQLite store, RUST_LOG={}, {workers} workers, {} accounts, {} keys; {})",
         args.proxy_log,
         args.accounts,
-        keys.len()
+        keys.len(),
+        proxy_bin.display()
     );
     // One more claude-route on the Redis store (keys under a fresh prefix).
     let redis_choice = own_redis::choose(
@@ -438,6 +439,7 @@ fn run(args: Args) -> Res<()> {
         machine,
         redis: redis_choice.note.clone(),
         client: format!("raw tokio TCP, hand-written HTTP/1.1 keep-alive, {threads} threads"),
+        proxy_bin: proxy_bin.display().to_string(),
         workers,
         names: targets.iter().map(|t| t.name).collect(),
         proxy: proxy_i,

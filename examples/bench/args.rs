@@ -92,7 +92,9 @@ pub struct Args {
     /// Skip the claude-route on Redis.
     #[arg(long, conflicts_with = "redis")]
     pub no_redis: bool,
-    #[arg(long)]
+    /// The claude-route build to bench (default: target/release/claude-route; `make bench`
+    /// sets BENCH_PROXY_BIN to the profile-guided build of `make pgo` when it has one).
+    #[arg(long, env = "BENCH_PROXY_BIN")]
     pub proxy_bin: Option<PathBuf>,
     /// Also bench another claude-route build (SQLite store, same settings) as the target
     /// "other build", interleaved with this one: an A/B in one run, on the same noise.

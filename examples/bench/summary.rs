@@ -20,6 +20,8 @@ pub struct Run<'a> {
     /// Which Redis the "claude-route+redis" target ran on, or why it was skipped.
     pub redis: String,
     pub client: String,
+    /// The claude-route build benched.
+    pub proxy_bin: String,
     /// Workers of every server.
     pub workers: usize,
     pub names: Vec<&'static str>,
@@ -307,6 +309,7 @@ impl Run<'_> {
             "machine": self.machine,
             "quick": a.quick,
             "client": self.client,
+            "claude_route_bin": self.proxy_bin,
             "workers": self.workers,
             "claude_route_rust_log": a.proxy_log,
             "request_body_kb": a.body_kb,
