@@ -104,8 +104,8 @@ impl Run<'_> {
         );
         let rows: Vec<Vec<String>> = (0..n)
             .map(|i| {
-                let r = |b: Option<usize>| {
-                    b.and_then(|b| ratio(self.tp[i].rps, self.tp[b].rps))
+                let r = |base: Option<usize>| {
+                    self.tp_ratio(i, base)
                         .map_or("-".into(), |r| format!("{r:.3}"))
                 };
                 vec![
@@ -221,9 +221,13 @@ impl Run<'_> {
         );
     }
 
+    /// Target `i`'s req/s over the `base` column's, when that ran.
+    fn tp_ratio(&self, i: usize, base: Option<usize>) -> Option<f64> {
+        base.and_then(|b| ratio(self.tp[i].rps, self.tp[b].rps))
+    }
+
     fn tp_vs_nginx(&self) -> Option<f64> {
-        self.nginx()
-            .and_then(|n| ratio(self.tp[self.proxy].rps, self.tp[n].rps))
+        self.tp_ratio(self.proxy, self.nginx())
     }
 
     pub fn checks(&self) -> Vec<Check> {
@@ -335,9 +339,9 @@ impl Run<'_> {
                     "cpu_us_per_req": (self.tp[i].cpu_us_per_req * 10.0).round() / 10.0,
                     "kernel_us_per_req": (self.tp[i].kernel_us_per_req * 10.0).round() / 10.0,
                 })),
-                "ratio_to_direct": ratio(self.tp[p].rps, self.tp[0].rps),
+                "ratio_to_direct": self.tp_ratio(p, Some(0)),
                 "ratio_to_nginx": self.tp_vs_nginx(),
-                "ratio_to_floor": self.floor().and_then(|f| ratio(self.tp[p].rps, self.tp[f].rps)),
+                "ratio_to_floor": self.tp_ratio(p, self.floor()),
             },
             "streaming": {
                 "deltas": a.stream_deltas, "interval_ms": a.stream_interval_ms,

@@ -3,7 +3,6 @@
 //! same at the price of a task's allocation, set-up and teardown on every answer.
 
 use super::relay::SettleTicket;
-use crate::actors::pool::Outcome;
 use crate::upstream::usage::UsageReader;
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -43,18 +42,14 @@ pub fn settle_after_send(ticket: SettleTicket, usage: UsageReader) {
         }
     });
     // The thread is ending and its queue is gone: settled at once.
-    if let Some((ticket, usage)) = item {
-        settle_one(ticket, usage);
+    if let Some((ticket, mut usage)) = item {
+        ticket.settle_served(&mut usage);
     }
 }
 
-fn settle_one(ticket: SettleTicket, mut usage: UsageReader) {
-    ticket.settle(Outcome::Served(usage.finish()));
-}
-
 fn settle(waiting: &mut Vec<(SettleTicket, UsageReader)>) {
-    for (ticket, usage) in waiting.drain(..) {
-        settle_one(ticket, usage);
+    for (ticket, mut usage) in waiting.drain(..) {
+        ticket.settle_served(&mut usage);
     }
 }
 

@@ -30,6 +30,11 @@ impl SettleTicket {
         super::after_send::settle_after_send(self, usage);
     }
 
+    /// A served answer, its usage read to the end now.
+    pub fn settle_served(self, usage: &mut UsageReader) {
+        self.settle(Outcome::Served(usage.finish()));
+    }
+
     pub fn settle(self, outcome: Outcome) {
         if let Outcome::Served(usage) = &outcome {
             crate::metrics::tier_metrics(&self.key.tier).count_tokens(usage);
@@ -74,7 +79,7 @@ impl<S> Relay<S> {
 
     fn settle_served(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            ticket.settle(Outcome::Served(self.usage.finish()));
+            ticket.settle_served(&mut self.usage);
         }
     }
 
